@@ -1,0 +1,52 @@
+"""imgdist: the Livebook's distributed image processing, with ipyparallel engines as workers."""
+
+__version__ = "0.1.0"
+
+from imgdist.bench import BenchReport, measure
+from imgdist.cluster import Cluster, Worker
+from imgdist.distribute import RunResult, distribute
+from imgdist.errors import ImgdistError
+from imgdist.image import from_wire, process_image, threshold_and_label, to_wire
+from imgdist.params import parameters
+from imgdist.portrait import get_portrait, make_copies
+from imgdist.render import (
+    bench_chart,
+    bench_table_html,
+    bench_table_text,
+    image_grid,
+    result_grid,
+    show_image,
+    wire_summary,
+)
+from imgdist.runner import check_out_dir, open_cluster, speed_comparison
+from imgdist.transports import save_image
+from imgdist.workers import own_name
+
+__all__ = [
+    "BenchReport",
+    "Cluster",
+    "ImgdistError",
+    "RunResult",
+    "Worker",
+    "bench_chart",
+    "bench_table_html",
+    "bench_table_text",
+    "check_out_dir",
+    "distribute",
+    "from_wire",
+    "get_portrait",
+    "image_grid",
+    "make_copies",
+    "measure",
+    "open_cluster",
+    "own_name",
+    "parameters",
+    "process_image",
+    "result_grid",
+    "save_image",
+    "show_image",
+    "speed_comparison",
+    "threshold_and_label",
+    "to_wire",
+    "wire_summary",
+]

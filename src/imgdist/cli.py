@@ -1,0 +1,125 @@
+"""The command line: `imgdist run`, `imgdist worker`, `imgdist notebook`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, SCHEDULES, distribute
+from imgdist.errors import ImgdistError, RunError
+from imgdist.transports import TRANSPORTS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with `run`, `worker` and `notebook` subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="imgdist",
+        description="Threshold a portrait's copies (or your images) on ipyparallel engines that draw their names.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="process images on workers and write outputs and manifest.json",
+                         description="Do the main notebook's job without a notebook. Exit status 0 only "
+                                     "when every image was processed.")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--local", type=int, metavar="N", help="start N local engines (default: 4)")
+    where.add_argument("--connection", metavar="CLIENT_JSON",
+                       help="a running controller: its ipcontroller-*-client.json, or PROFILE[:CLUSTER_ID]")
+    run.add_argument("--workers", metavar="NAME[,NAME...]", default="",
+                     help="worker names (label@host) to use, in order (default: all engines)")
+    what = run.add_mutually_exclusive_group()
+    what.add_argument("--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)")
+    what.add_argument("--inputs", nargs="+", metavar="PATH", help="your image files or folders instead of copies")
+    run.add_argument("--url", default="", help="download the portrait from this URL (default: matplotlib's)")
+    run.add_argument("--out", default="results", type=Path, help="output folder (default: results)")
+    run.add_argument("--transport", default=DEFAULT_TRANSPORT, choices=TRANSPORTS,
+                     help=f"how images travel (default: {DEFAULT_TRANSPORT}; 'pixels' is the Livebook's)")
+    run.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES,
+                     help=f"how images are shared out (default: {DEFAULT_SCHEDULE}; 'round-robin' is the Livebook's)")
+    run.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                     help="seconds to wait for engines to start or answer (default: 60)")
+
+    worker = sub.add_parser("worker", help="start a worker engine on this machine",
+                            description="Start an ipyparallel engine that registers with the controller as "
+                                        "LABEL@<this host>, and keep it running until interrupted.")
+    worker.add_argument("--connection", required=True, metavar="ENGINE_JSON",
+                        help="the controller's ipcontroller-*-engine.json, copied to this machine")
+    worker.add_argument("--name", required=True, metavar="LABEL", help="the worker's label, e.g. worker1")
+    worker.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                        help="seconds to wait for registration (default: 30)")
+
+    notebook = sub.add_parser("notebook", help="execute notebooks/main.ipynb headless into an output folder")
+    notebook.add_argument("--notebook", type=Path, default=Path("notebooks/main.ipynb"))
+    notebook.add_argument("--out", type=Path, default=Path("results"))
+    notebook.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per cell (default: 600)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return {"run": _run, "worker": _worker, "notebook": _notebook}[args.command](args)
+    except ImgdistError as exc:
+        print(f"imgdist: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE if not isinstance(exc, RunError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("imgdist: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from imgdist.runner import check_out_dir, expand_inputs, open_cluster, portrait_copies
+    from imgdist.workers import resolve
+
+    out = check_out_dir(args.out)
+    sources = expand_inputs(args.inputs) if args.inputs else portrait_copies(out, url=args.url, copies=args.images)
+    local = args.local if args.local is not None else (0 if args.connection else 4)
+    with open_cluster(local=local, connection=args.connection or "", timeout_s=args.timeout) as cluster:
+        if args.connection:
+            cluster.wait_for_engines(1, timeout_s=args.timeout)
+        known = cluster.workers(timeout_s=args.timeout)
+        names = [n for n in args.workers.split(",") if n.strip()] if args.workers else [w.name for w in known]
+        workers = resolve(cluster, names, known=known)
+        print(f"Processing {len(sources)} images on {', '.join(w.name for w in workers)} ...", flush=True)
+        try:
+            result = distribute(workers, sources, out_dir=out / "images", manifest=out / "manifest.json",
+                                transport=args.transport, schedule=args.schedule)
+        except RunError as exc:
+            if exc.result is not None:
+                print(exc.result.summary())
+            raise
+    print(result.summary())
+    print(f"Outputs: {out / 'images'}; manifest: {out / 'manifest.json'}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from imgdist.worker import WorkerEngine
+
+    engine = WorkerEngine.start(args.connection, args.name)
+    signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+    try:
+        status = engine.wait_registered(args.timeout)
+        print(f"Worker {engine.name} is running: {status}. Type '{engine.name}' into the main notebook. "
+              "Stop it with Ctrl-C.", flush=True)
+        code = engine.wait()
+    finally:
+        engine.stop()
+    print(f"Worker {engine.name} stopped (engine exit code {code}).")
+    return EXIT_OK if code in (0, -signal.SIGTERM) else EXIT_FAILED
+
+
+def _notebook(args: argparse.Namespace) -> int:
+    from imgdist.notebook import execute_main
+
+    return execute_main(args.notebook, args.out, timeout_s=args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""Talking to the cluster: the only module that imports ipyparallel.
+
+A `Cluster` is a client connection to one ipyparallel controller, either to a local cluster it
+started itself or to one that was already running; it names engines, finds them by name and
+submits batches to them.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ipyparallel as ipp
+from ipyparallel import error as ipp_error
+
+from imgdist.engine import EngineTask, Identity
+from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerLostError
+
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+DEFAULT_ANSWER_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Worker:
+    """An engine known by its name, `label@host`."""
+
+    name: str
+    engine_id: int
+    host: str
+    pid: int
+    python: str = ""
+    cluster: Cluster | None = field(default=None, compare=False, repr=False)
+
+
+class Cluster:
+    """A client of one ipyparallel controller, and the local cluster behind it if started here."""
+
+    def __init__(self, client: ipp.Client, *, local: ipp.Cluster | None = None, source: str = "") -> None:
+        self._client = client
+        self._local = local
+        self._views: dict[int, ipp.DirectView] = {}
+        self.source = source
+
+    # ----- starting and connecting -------------------------------------------------------
+    @classmethod
+    def start_local(
+        cls,
+        n_engines: int = 4,
+        *,
+        label_prefix: str = "worker",
+        profile_dir: Path | None = None,
+        controller_ip: str = "127.0.0.1",
+        controller_args: list[str] | None = None,
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> Cluster:
+        """Start a controller and `n_engines` engines here, named `<label_prefix>1@host` ..."""
+        if profile_dir is not None:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        options = {"profile_dir": str(profile_dir)} if profile_dir is not None else {}
+        local = ipp.Cluster(
+            n=n_engines,
+            controller_ip=controller_ip,
+            controller_args=list(controller_args or []),
+            log_level=logging.WARNING,
+            **options,
+        )
+        try:
+            local.start_cluster_sync()
+            client = local.connect_client_sync()
+            cluster = cls(client, local=local, source=f"local cluster {local.cluster_id}")
+            cluster.wait_for_engines(n_engines, timeout_s=timeout_s)
+            for position, engine_id in enumerate(sorted(client.ids)[:n_engines], start=1):
+                cluster._set_label(engine_id, f"{label_prefix}{position}", only_if_unset=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                local.stop_cluster_sync()
+            raise
+        return cluster
+
+    @classmethod
+    def connect(cls, connection: str | Path, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Cluster:
+        """Connect to a running controller.
+
+        `connection` is a client connection file (`ipcontroller-*-client.json`), or
+        `PROFILE` / `PROFILE:CLUSTER_ID` for a cluster that ipyparallel knows by profile.
+        """
+        text = str(connection).strip()
+        if text.endswith(".json") or "/" in text or Path(text).is_file():
+            path = check_connection_file(text)
+            kwargs: dict = {"url_file": str(path)}
+        else:
+            profile, _, cluster_id = text.partition(":")
+            kwargs = {"profile": profile or "default", "cluster_id": cluster_id or ""}
+            path = None
+        try:
+            if path is not None:
+                # ipp.Client(url_file=...) is ignored in 9.x: the file must be passed first.
+                client = ipp.Client(str(path), timeout=timeout_s)
+            else:
+                client = ipp.Client(timeout=timeout_s, **kwargs)
+        except OSError as exc:
+            msg = (
+                f"No connection file for {text!r} ({exc}); start the cluster first "
+                "(`ipcluster start` or `imgdist run --local 4`) or give the path of its "
+                "ipcontroller-*-client.json."
+            )
+            raise ConnectionFileError(msg) from None
+        except (TimeoutError, ipp_error.TimeoutError):
+            msg = (
+                f"The controller named in {text!r} did not answer within {timeout_s:g} s: the "
+                "cluster is gone (a stale connection file) or a firewall blocks its ports; "
+                "start the cluster again and use its new connection file."
+            )
+            raise ConnectionFileError(msg) from None
+        return cls(client, source=text)
+
+    def wait_for_engines(self, n_engines: int, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
+        """Wait until at least `n_engines` engines are registered, or raise NoEnginesError."""
+        try:
+            self._client.wait_for_engines(n_engines, timeout=timeout_s, block=True)
+        except (TimeoutError, ipp_error.TimeoutError):
+            have = len(self._client.ids)
+            msg = (
+                f"{have} of {n_engines} engines registered with {self.source} within {timeout_s:g} s; "
+                "start more workers (`imgdist worker --connection ENGINE_JSON --name LABEL`) "
+                "or ask for fewer, and check the worker logs for errors."
+            )
+            raise NoEnginesError(msg) from None
+
+    # ----- engines by name ---------------------------------------------------------------
+    def workers(self, *, timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S) -> list[Worker]:
+        """Every engine that answers within `timeout_s`, named; unnamed engines become `engine<id>`."""
+        ids = sorted(self._client.ids)
+        futures = {eid: self._view(eid).apply_async(EngineTask("set_label"), f"engine{eid}", only_if_unset=True) for eid in ids}
+        cf.wait(list(futures.values()), timeout=timeout_s)
+        found = []
+        for eid, future in futures.items():
+            if not future.done():
+                continue
+            try:
+                ident: Identity = future.get(timeout=0)
+            except ipp_error.RemoteError:
+                continue
+            found.append(self._worker(eid, ident))
+        return found
+
+    def _set_label(self, engine_id: int, label: str, *, only_if_unset: bool) -> Worker:
+        future = self._view(engine_id).apply_async(EngineTask("set_label"), label, only_if_unset=only_if_unset)
+        return self._worker(engine_id, future.get(timeout=DEFAULT_ANSWER_TIMEOUT_S))
+
+    def _worker(self, engine_id: int, ident: Identity) -> Worker:
+        return Worker(f"{ident.label}@{ident.host}", engine_id, ident.host, ident.pid, ident.python, self)
+
+    @property
+    def engine_ids(self) -> list[int]:
+        """Ids of the engines the controller currently counts as registered."""
+        return sorted(self._client.ids)
+
+    # ----- work --------------------------------------------------------------------------
+    def submit(self, worker: Worker, function: str, *args, **kwargs) -> cf.Future:
+        """Run `imgdist.engine.<function>(*args, **kwargs)` on `worker`; a Future of its result."""
+        return self._view(worker.engine_id).apply_async(EngineTask(function), *args, **kwargs)
+
+    def outcome(self, future: cf.Future, worker: Worker):
+        """The value of a finished future; WorkerLostError if its engine died."""
+        try:
+            return future.get(timeout=0)
+        except ipp_error.RemoteError as exc:
+            if exc.ename == "EngineError" or "died" in str(exc.evalue):
+                msg = f"worker {worker.name} (engine {worker.engine_id}, pid {worker.pid}) died while holding work"
+                raise WorkerLostError(msg) from None
+            raise
+
+    def is_registered(self, worker: Worker) -> bool:
+        """Whether the controller still counts `worker`'s engine."""
+        return worker.engine_id in self._client.ids
+
+    def _view(self, engine_id: int) -> ipp.DirectView:
+        if engine_id not in self._views:
+            self._views[engine_id] = self._client.direct_view(engine_id)
+        return self._views[engine_id]
+
+    # ----- connection files and lifetime -------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        """Whether this object started the cluster (and will stop it)."""
+        return self._local is not None
+
+    @property
+    def engine_connection_file(self) -> Path | None:
+        """The file workers need to join (`ipcontroller-*-engine.json`), when known here."""
+        if self._local is not None:
+            security = Path(self._local.profile_dir) / "security"
+            return security / f"ipcontroller-{self._local.cluster_id}-engine.json"
+        if self.source.endswith("-client.json"):
+            candidate = Path(self.source[: -len("-client.json")] + "-engine.json")
+            return candidate if candidate.is_file() else None
+        return None
+
+    @property
+    def client_connection_file(self) -> Path | None:
+        """The file other clients need to connect (`ipcontroller-*-client.json`), when known."""
+        if self._local is not None:
+            security = Path(self._local.profile_dir) / "security"
+            return security / f"ipcontroller-{self._local.cluster_id}-client.json"
+        return Path(self.source) if self.source.endswith(".json") else None
+
+    def start_engines(self, n_engines: int, *, label_prefix: str = "worker", timeout_s: float = DEFAULT_START_TIMEOUT_S) -> list[Worker]:
+        """Start `n_engines` more local engines (local clusters only) and name them."""
+        if self._local is None:
+            msg = "start_engines works on a local cluster only; start workers on their machines with `imgdist worker`."
+            raise RuntimeError(msg)
+        before = set(self._client.ids)
+        self._local.start_engines_sync(n=n_engines)
+        self.wait_for_engines(len(before) + n_engines, timeout_s=timeout_s)
+        new_ids = sorted(set(self._client.ids) - before)
+        return [self._set_label(eid, f"{label_prefix}{eid + 1}", only_if_unset=False) for eid in new_ids]
+
+    def stop(self) -> None:
+        """Close the client, and stop the cluster if this object started it."""
+        with contextlib.suppress(Exception):
+            self._client.close()
+        if self._local is not None:
+            with contextlib.suppress(Exception):
+                self._local.stop_cluster_sync()
+            self._local = None
+
+    def __enter__(self) -> Cluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def check_connection_file(path: str | Path) -> Path:
+    """`path` as an existing, readable ipyparallel connection file, or a clear error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        msg = f"Connection file {path} does not exist; copy it from the controller machine (see the README)."
+        raise ConnectionFileError(msg)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        msg = f"Connection file {path} is not readable JSON ({exc}); copy it again from the controller machine."
+        raise ConnectionFileError(msg) from None
+    if not isinstance(info, dict) or "key" not in info:
+        msg = f"{path} is not an ipyparallel connection file (no 'key'); use ipcontroller-*-client.json or -engine.json."
+        raise ConnectionFileError(msg)
+    return path

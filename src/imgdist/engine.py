@@ -1,0 +1,115 @@
+"""What runs on an engine: its identity and the engine side of each transport.
+
+Engines import this module (it is sent by reference, never as pickled code), so main and
+worker machines need the same imgdist installed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+from imgdist import __version__
+from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
+from imgdist.files import atomic_write
+from imgdist.image import Wire, process_image, threshold_and_label, to_wire
+
+# One image per core is the unit of parallelism: OpenCV's own threads would only contend.
+cv2.setNumThreads(1)
+
+LABEL_ENV = "IMGDIST_WORKER_LABEL"
+_label: str | None = os.environ.get(LABEL_ENV) or None
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who an engine is: its label (None until named), host, pid and software versions."""
+
+    label: str | None
+    host: str
+    pid: int
+    python: str
+    imgdist: str
+
+
+def identity() -> Identity:
+    """This process's identity."""
+    return Identity(_label, socket.gethostname(), os.getpid(), platform.python_version(), __version__)
+
+
+def set_label(label: str, *, only_if_unset: bool = False) -> Identity:
+    """Name this engine `label` (it then draws `label@host`); returns the new identity."""
+    global _label  # noqa: PLW0603 - the engine's name is process-wide state by nature
+    if not (only_if_unset and _label):
+        _label = label
+    return identity()
+
+
+def worker_name() -> str:
+    """`label@host`, the name this engine draws on images."""
+    return f"{_label or 'engine'}@{socket.gethostname()}"
+
+
+def process_batch(
+    transport: str, metas: list, *payloads: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> list:
+    """Process a batch on this engine; one bad image fails only itself.
+
+    Returns a flat list `[worker, errors, out_metas, *out_payloads]` (flat so ipyparallel
+    sends each payload as its own zero-copy buffer); `errors` maps batch position to message.
+    """
+    worker = worker_name()
+    errors: dict[int, str] = {}
+    out_metas: list = []
+    out_payloads: list[bytes] = []
+    step = _STEPS[transport]
+    for position, meta in enumerate(metas):
+        payload = payloads[position] if payloads else b""
+        try:
+            out_meta, out_payload = step(meta, payload, worker, max_pixels)
+        except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
+            errors[position] = str(exc) or type(exc).__name__
+            out_meta, out_payload = None, b""
+        out_metas.append(out_meta)
+        out_payloads.append(out_payload)
+    return [worker, errors, out_metas, *out_payloads]
+
+
+def _pixels_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
+    # The Livebook's flow: pixels in as (dtype, shape, bytes), pixels out the same way.
+    name, dtype, shape = meta
+    _, out = process_image(name, Wire(dtype, tuple(shape), payload), worker)
+    wire = to_wire(out)
+    return (wire.dtype, wire.shape), wire.data
+
+
+def _encoded_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
+    name, ext = meta
+    out = threshold_and_label(decode(payload, name, max_pixels=max_pixels), worker)
+    return None, encode(out, ext)
+
+
+def _path_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
+    source, output = (Path(p) for p in meta)
+    out = threshold_and_label(decode(read_file(source), str(source), max_pixels=max_pixels), worker)
+    atomic_write(output, encode(out, output.suffix))
+    return None, b""
+
+
+_STEPS = {"pixels": _pixels_step, "encoded": _encoded_step, "path": _path_step}
+
+
+@dataclass(frozen=True)
+class EngineTask:
+    """A reference to a function of this module, pickled by name so engines import it."""
+
+    name: str
+
+    def __call__(self, *args, **kwargs):
+        return globals()[self.name](*args, **kwargs)
+

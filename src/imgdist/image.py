@@ -1,0 +1,78 @@
+"""The image operation and the image's wire form: pure functions on NumPy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePath
+
+import cv2
+import numpy as np
+
+# The Livebook's parameters: threshold at 127 to 255, name at (10, 30) in Hershey simplex.
+THRESHOLD = 127
+MAX_VALUE = 255
+LABEL_ORIGIN = (10, 30)
+LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
+LABEL_SCALE = 1.0
+LABEL_COLOUR = (0, 0, 0)
+LABEL_THICKNESS = 2
+
+
+def threshold_and_label(image: np.ndarray, label: str) -> np.ndarray:
+    """Threshold `image` (127 -> 255, binary) and draw `label` on it, as the Livebook does.
+
+    Works on any channel count and on 8- or 16-bit images; the input is not modified.
+    """
+    _, out = cv2.threshold(image, THRESHOLD, MAX_VALUE, cv2.THRESH_BINARY)
+    out = np.ascontiguousarray(out)
+    cv2.putText(
+        out, label, LABEL_ORIGIN, LABEL_FONT, LABEL_SCALE, LABEL_COLOUR, LABEL_THICKNESS
+    )
+    return out
+
+
+def drawable_label(label: str) -> str:
+    """What Hershey fonts will draw for `label`: every non-ASCII character becomes '?'."""
+    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in label)
+
+
+@dataclass(frozen=True)
+class Wire:
+    """An image as it crosses between processes: the Livebook's `{type, shape, binary}`."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: bytes
+
+    def __repr__(self) -> str:
+        head = self.data[:8].hex(" ")
+        return f"Wire(dtype={self.dtype!r}, shape={self.shape}, data=<{len(self.data)} bytes: {head} ...>)"
+
+
+def to_wire(image: np.ndarray) -> Wire:
+    """The image as (dtype, shape, raw bytes)."""
+    return Wire(str(image.dtype), tuple(image.shape), np.ascontiguousarray(image).tobytes())
+
+
+def from_wire(wire: Wire) -> np.ndarray:
+    """The image back from (dtype, shape, raw bytes); a read-only view of the bytes, no copy."""
+    return np.frombuffer(wire.data, dtype=np.dtype(wire.dtype)).reshape(wire.shape)
+
+
+def process_image(source_name: str, wire: Wire, label: str) -> tuple[str, np.ndarray]:
+    """The Livebook's `process_image`: rebuild the image from its wire form, threshold, label.
+
+    Returns the output's file name and the processed pixels.
+    """
+    return processed_name(source_name), threshold_and_label(from_wire(wire), label)
+
+
+def processed_name(source_name: str) -> str:
+    """`<base>_d_3.jpg` -> `<base>_d_3_processed.jpg`, as the Livebook names outputs."""
+    path = PurePath(source_name)
+    return f"{path.stem}_processed{path.suffix}"
+
+
+def copy_name(base: str, index: int, ext: str) -> str:
+    """The Livebook's name for copy `index` of a portrait: `<base>_d_<index><ext>`."""
+    return f"{base}_d_{index}{ext}"

@@ -1,0 +1,132 @@
+"""Showing results to a person: image grids, the Benchee-style table (text and HTML) and the chart."""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from imgdist.bench import BenchReport
+from imgdist.codec import decode, read_file
+from imgdist.image import Wire
+
+THUMBNAIL_WIDTH = 240
+
+
+def thumbnail(image: np.ndarray, width: int = THUMBNAIL_WIDTH) -> np.ndarray:
+    """`image` scaled to `width` pixels wide (never enlarged), as RGB for display."""
+    if image.shape[1] > width:
+        height = max(1, round(image.shape[0] * width / image.shape[1]))
+        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_grid(images: Sequence[Path | np.ndarray], captions: Sequence[str], *, columns: int = 4):
+    """A matplotlib figure of thumbnails in `columns` columns, each with its caption."""
+    import matplotlib.pyplot as plt
+
+    rows = max(1, math.ceil(len(images) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions, strict=True):
+        pixels = image if isinstance(image, np.ndarray) else decode(read_file(image), str(image))
+        ax.imshow(thumbnail(pixels))
+        ax.set_title(caption, fontsize=8)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def result_grid(result, *, columns: int = 4):
+    """The outputs of a run, each captioned with its file and the worker that processed it."""
+    entries = result.processed
+    return image_grid([e.output for e in entries], [f"{e.output.name}\n{e.worker}" for e in entries],
+                      columns=columns)
+
+
+def show_image(image: Path | np.ndarray, caption: str = ""):
+    """One image as a figure, captioned."""
+    return image_grid([image], [caption], columns=1)
+
+
+def wire_summary(wire: Wire) -> str:
+    """The Livebook's `{type, shape, binary}` as text."""
+    return f"{{{wire.dtype!r}, {wire.shape}, <<{', '.join(str(b) for b in wire.data[:8])}, ...>> ({len(wire.data):,} bytes)}}"
+
+
+# ----- the Benchee-style report -----------------------------------------------------------
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def bench_table_text(report: BenchReport, *, baseline: str | None = None) -> str:
+    """The table and comparison as Benchee prints them; with `baseline`, a speed-up column too."""
+    width = max(len(c.name) for c in report.cases) + 2
+    header = f"{'Name':<{width}}{'ips':>10}{'average':>14}{'deviation':>12}{'median':>14}{'99th %':>14}"
+    if baseline:
+        header += f"{'speed-up':>10}"
+    lines = [header]
+    for case in report.cases:
+        line = (
+            f"{case.name:<{width}}{case.ips:>10.2f}{_ms(case.average_s):>14}"
+            f"{'±' + format(case.deviation_pct, '.2f') + '%':>12}{_ms(case.median_s):>14}{_ms(case.p99_s):>14}"
+        )
+        if baseline:
+            line += f"{report.speedup(case.name, baseline):>9.2f}x"
+        lines.append(line)
+    lines += ["", "Comparison:"]
+    for entry in report.comparison():
+        line = f"{entry.name:<{width}}{entry.ips:>10.2f}"
+        if entry.slower_by > 1.0 and entry.extra_s > 0:
+            line += f" - {entry.slower_by:.2f}x slower +{_ms(entry.extra_s)}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def bench_table_html(report: BenchReport, *, baseline: str | None = None) -> str:
+    """The same table as HTML, for the notebook."""
+    heads = ["Name", "ips", "average", "deviation", "median", "99th %", "comparison"]
+    if baseline:
+        heads.append(f"speed-up vs {baseline}")
+    ranked = {c.name: c for c in report.comparison()}
+    rows = []
+    for case in report.cases:
+        entry = ranked[case.name]
+        comparison = "fastest" if entry.slower_by <= 1.0 else f"{entry.slower_by:.2f}x slower"
+        cells = [case.name, f"{case.ips:.2f}", _ms(case.average_s), f"±{case.deviation_pct:.2f}%",
+                 _ms(case.median_s), _ms(case.p99_s), comparison]
+        if baseline:
+            cells.append(f"{report.speedup(case.name, baseline):.2f}x")
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in heads) + "</tr>"
+    return f'<table class="imgdist-bench">{head}{"".join(rows)}</table>'
+
+
+def bench_chart(report: BenchReport, *, title: str = "32 portraits, file to file", baseline: str | None = None):
+    """A bar chart of median time per case, with min-max error bars and speed-up labels."""
+    import matplotlib.pyplot as plt
+
+    names = [c.name for c in report.cases]
+    medians = np.array([c.median_s * 1000 for c in report.cases])
+    low = medians - np.array([c.min_s * 1000 for c in report.cases])
+    high = np.array([c.max_s * 1000 for c in report.cases]) - medians
+    reference = baseline or min(report.cases, key=lambda c: c.median_s).name
+    figure, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(names)), 4.0))
+    bars = ax.bar(names, medians, yerr=[low, high], capsize=4, color="#4c78a8")
+    for bar, case in zip(bars, report.cases, strict=True):
+        label = f"{report.speedup(case.name, reference):.2f}x"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel("median time per run (ms)")
+    ax.set_title(f"{title} (labels: speed-up vs {reference})")
+    ax.tick_params(axis="x", labelrotation=30)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure

@@ -1,0 +1,63 @@
+"""The main process's side of each transport: what it sends for a batch, and what it does with the answer.
+
+- `pixels` (the Livebook's): main decodes, sends (dtype, shape, bytes); gets pixels back and encodes.
+- `encoded`: main sends the file's bytes; the engine decodes, processes, encodes; main writes the bytes.
+- `path`: a shared file system; only names cross the wire and engines read and write the files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
+from imgdist.errors import ParameterError
+from imgdist.files import atomic_write
+from imgdist.image import Wire, from_wire, to_wire
+
+TRANSPORTS = ("pixels", "encoded", "path")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a run: its position in the input, its source and where its output goes."""
+
+    index: int
+    source: Path
+    output: Path
+
+
+def check_transport(transport: str) -> str:
+    """`transport` if known, else a ParameterError listing the choices."""
+    if transport not in TRANSPORTS:
+        msg = f"transport {transport!r} is unknown; choose one of {', '.join(TRANSPORTS)}."
+        raise ParameterError(msg)
+    return transport
+
+
+def prepare(transport: str, item: Item, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[tuple, bytes]:
+    """(meta, payload) to send for `item`; raises ImageError when main cannot read it."""
+    if transport == "pixels":
+        image = decode(read_file(item.source), str(item.source), max_pixels=max_pixels)
+        wire = to_wire(image)
+        return (item.source.name, wire.dtype, wire.shape), wire.data
+    if transport == "encoded":
+        return (str(item.source), item.output.suffix), read_file(item.source)
+    return (str(item.source), str(item.output)), b""
+
+
+def save_image(output: Path, wire: Wire) -> Path:
+    """The Livebook's `save_image`: pixels from their wire form, encoded by `output`'s suffix."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, encode(from_wire(wire), output.suffix))
+    return output
+
+
+def finish(transport: str, item: Item, meta: tuple | None, payload: bytes | memoryview) -> None:
+    """Write `item`'s output from the engine's answer (the `path` engine wrote it already)."""
+    if transport == "pixels":
+        dtype, shape = meta
+        save_image(item.output, Wire(dtype, tuple(shape), payload))
+    elif transport == "encoded":
+        atomic_write(item.output, payload)

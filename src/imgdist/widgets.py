@@ -1,0 +1,166 @@
+"""The notebooks' forms (ipywidgets): worker boxes with Connect/Disconnect, and the worker launcher.
+
+Every button calls a method that cells and tests can call too, so a headless run does what a
+person's clicks would.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+import ipywidgets as w
+
+from imgdist.cluster import Cluster, Worker
+from imgdist.errors import ImgdistError
+from imgdist.worker import WorkerEngine
+from imgdist.workers import Connections, non_ascii_note, resolve
+
+
+def _message(kind: str, text: str) -> str:
+    colour = {"error": "#b00020", "ok": "#1b5e20", "info": "#333"}[kind]
+    return f'<div class="imgdist-{kind}" style="color:{colour}">{html.escape(text)}</div>'
+
+
+class WorkerForm:
+    """One text box per worker, Connect and Disconnect, and the live list of connected workers."""
+
+    def __init__(self, cluster: Cluster, names: Sequence[str], *, boxes: int = 4) -> None:
+        self.cluster = cluster
+        self.connections = Connections(cluster)
+        padded = [*names, *[""] * boxes][:boxes]
+        self.boxes = [
+            w.Text(value=name, description=f"Worker {i}", placeholder=f"worker{i}@host",
+                   layout=w.Layout(width="420px"))
+            for i, name in enumerate(padded, start=1)
+        ]
+        self.connect_button = w.Button(description="Connect", button_style="primary", icon="plug")
+        self.disconnect_button = w.Button(description="Disconnect", icon="unlink")
+        self.connected = w.HTML()
+        self.message = w.HTML()
+        self.connect_button.on_click(lambda _: self._safely(self.connect))
+        self.disconnect_button.on_click(lambda _: self._safely(self.disconnect))
+        self.widget = w.VBox([
+            *self.boxes,
+            w.HBox([self.connect_button, self.disconnect_button]),
+            self.connected,
+            self.message,
+        ])
+        self._refresh()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def typed(self, count: int | None = None) -> list[str]:
+        """What the first `count` boxes hold (all boxes by default), as typed."""
+        return [box.value for box in self.boxes[:count]]
+
+    def workers(self, count: int | None = None) -> list[Worker]:
+        """The workers named in the first `count` boxes; a WorkerNameError names any unknown one."""
+        return resolve(self.cluster, self.typed(count))
+
+    def connect(self, count: int | None = None) -> list[str]:
+        """Connect the workers in the first `count` non-empty boxes; the connected names."""
+        typed = [t for t in self.typed(count) if t.strip()]
+        self.connections.connect(typed)
+        notes = [n for n in (non_ascii_note(name.strip()) for name in typed) if n]
+        self._refresh(" ".join(notes))
+        return self.connections.names()
+
+    def disconnect(self, count: int | None = None) -> list[str]:
+        """Disconnect the workers in the first `count` non-empty boxes; the connected names."""
+        self.connections.disconnect([t for t in self.typed(count) if t.strip()])
+        self._refresh()
+        return self.connections.names()
+
+    def _safely(self, action) -> None:
+        try:
+            action()
+        except ImgdistError as exc:
+            self.message.value = _message("error", str(exc))
+
+    def _refresh(self, note: str = "") -> None:
+        names = self.connections.names()
+        shown = ", ".join(names) if names else "(none: only this notebook)"
+        self.connected.value = f"<b>Connected workers:</b> <code>{html.escape(shown)}</code>"
+        self.message.value = _message("info", note) if note else ""
+
+
+class WorkerLauncher:
+    """The worker notebook's form: connection info, a label, Start and Stop, and the engine's status."""
+
+    def __init__(self, *, connection_path: str = "", label: str = "worker1") -> None:
+        self.path_box = w.Text(value=connection_path, description="File",
+                               placeholder="path to ipcontroller-*-engine.json", layout=w.Layout(width="520px"))
+        self.paste_box = w.Password(description="or paste", placeholder="the file's contents (never shown)",
+                                    layout=w.Layout(width="520px"))
+        self.label_box = w.Text(value=label, description="Label")
+        self.start_button = w.Button(description="Start", button_style="primary", icon="play")
+        self.stop_button = w.Button(description="Stop", icon="stop")
+        self.name = w.HTML()
+        self.status_line = w.HTML()
+        self.engine: WorkerEngine | None = None
+        self.start_button.on_click(lambda _: self._safely(self.start))
+        self.stop_button.on_click(lambda _: self._safely(self.stop))
+        self.widget = w.VBox([self.path_box, self.paste_box, self.label_box,
+                              w.HBox([self.start_button, self.stop_button]), self.name, self.status_line])
+        self.refresh()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def start(self, *, wait_s: float = 30.0) -> str:
+        """Start the engine from the form's values and wait until it registers; the worker's name."""
+        if self.engine is not None and self.engine.process.poll() is None:
+            self.refresh()
+            return self.engine.name
+        connection = self.paste_box.value if self.paste_box.value.strip() else self.path_box.value
+        if not connection.strip():
+            msg = "no connection info: give the path of ipcontroller-*-engine.json or paste its contents."
+            raise ImgdistError(msg)
+        if not connection.lstrip().startswith("{"):
+            connection = str(Path(connection).expanduser())
+        self.engine = WorkerEngine.start(connection, self.label_box.value)
+        self.refresh()
+        try:
+            self.engine.wait_registered(wait_s)
+        finally:
+            self.refresh()
+        return self.engine.name
+
+    def autostart(self) -> str:
+        """Start at once when a connection file was given; otherwise say what to do."""
+        if not self.path_box.value.strip():
+            return "No connection file given: fill in the form above and press Start."
+        return f"Started {self.start()}."
+
+    def stop(self) -> None:
+        """Stop the engine started here."""
+        if self.engine is not None:
+            self.engine.stop()
+        self.refresh()
+
+    def status(self) -> str:
+        """The engine's status as one line."""
+        return str(self.engine.status()) if self.engine is not None else "not started"
+
+    def refresh(self) -> None:
+        """Show the worker's name and the engine's current status."""
+        if self.engine is None:
+            self.name.value = ""
+        else:
+            self.name.value = (f"<b>Worker name</b> (type it into the main notebook): "
+                               f"<code>{html.escape(self.engine.name)}</code>")
+        self.status_line.value = _message("info", f"Engine: {self.status()}")
+
+    def _safely(self, action) -> None:
+        try:
+            action()
+        except ImgdistError as exc:
+            self.status_line.value = _message("error", str(exc))
+

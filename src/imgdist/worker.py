@@ -1,0 +1,166 @@
+"""Starting a worker on this machine: an ipyparallel engine, named `label@host`, in the background."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgdist.engine import LABEL_ENV
+from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerNameError
+
+_REGISTERED = re.compile(r"Completed registration with id (\d+)")
+DEFAULT_REGISTER_TIMEOUT_S = 30.0
+
+
+def check_label(label: str) -> str:
+    """A worker label: non-empty, no spaces, no '@' (the host is added after it)."""
+    text = str(label).strip()
+    if not text or any(ch.isspace() for ch in text) or "@" in text:
+        msg = f"label {label!r} cannot name a worker; give a short word with no spaces or '@', e.g. 'worker1'."
+        raise WorkerNameError(msg)
+    return text
+
+
+def worker_name(label: str, host: str | None = None) -> str:
+    """The name a worker with `label` has on this machine: `label@host`."""
+    return f"{check_label(label)}@{host or socket.gethostname()}"
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """What a worker engine is doing: starting, registered (with its engine id), or exited."""
+
+    name: str
+    state: str
+    pid: int
+    engine_id: int | None
+    detail: str
+
+    def __str__(self) -> str:
+        if self.state == "registered":
+            return f"{self.name}: registered as engine {self.engine_id} (pid {self.pid})"
+        return f"{self.name}: {self.state} (pid {self.pid}){' — ' + self.detail if self.detail else ''}"
+
+
+def connection_file(connection: str | Path, work_dir: Path) -> Path:
+    """The engine connection file: `connection` itself, or its pasted JSON saved privately."""
+    text = str(connection).strip()
+    if text.startswith("{"):
+        try:
+            info = json.loads(text)
+        except ValueError as exc:
+            msg = f"the pasted connection info is not valid JSON ({exc}); paste the whole ipcontroller-*-engine.json."
+            raise ConnectionFileError(msg) from None
+        path = Path(work_dir) / "ipcontroller-engine.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(info, handle)
+    else:
+        path = Path(text).expanduser()
+        if not text or not path.is_file():
+            msg = f"connection file {text!r} does not exist; copy ipcontroller-*-engine.json from the main machine."
+            raise ConnectionFileError(msg)
+        try:
+            info = json.loads(path.read_text())
+        except ValueError as exc:
+            msg = f"connection file {path} is not valid JSON ({exc}); copy it again from the main machine."
+            raise ConnectionFileError(msg) from None
+    if not isinstance(info, dict) or "key" not in info or "registration" not in info:
+        msg = "the connection info has no 'key' or 'registration'; use the controller's ipcontroller-*-engine.json."
+        raise ConnectionFileError(msg)
+    return path
+
+
+class WorkerEngine:
+    """An `ipengine` process started here, whose log tells its state."""
+
+    def __init__(self, process: subprocess.Popen, name: str, work_dir: Path) -> None:
+        self.process = process
+        self.name = name
+        self.work_dir = work_dir
+        self.log_path = work_dir / "engine.log"
+
+    @classmethod
+    def start(cls, connection: str | Path, label: str, *, work_dir: Path | None = None,
+              extra_args: list[str] | None = None) -> WorkerEngine:
+        """Start an engine for the controller in `connection` (a path, or the file's JSON text)."""
+        name = worker_name(label)
+        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"imgdist-{check_label(label)}-"))
+        (work / "profile").mkdir(parents=True, exist_ok=True)  # ipengine exits if its profile dir is missing
+        conn = connection_file(connection, work)
+        env = dict(os.environ, **{LABEL_ENV: check_label(label)})
+        command = [sys.executable, "-m", "ipyparallel.engine", f"--file={conn}",
+                   f"--profile-dir={work / 'profile'}", *(extra_args or [])]
+        with (work / "engine.log").open("ab") as log:
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        engine = cls(process, name, work)
+        # The engine lives in its own session (so it and its nanny stop together); stop it
+        # when this process ends, so a closed notebook leaves no engine behind.
+        atexit.register(engine.stop)
+        return engine
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The last lines of the engine's log."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def status(self) -> WorkerStatus:
+        """The engine's state now, read from its process and log."""
+        code = self.process.poll()
+        log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        match = _REGISTERED.search(log)
+        engine_id = int(match.group(1)) if match else None
+        if code is not None:
+            return WorkerStatus(self.name, f"exited with code {code}", self.process.pid, engine_id, self.log_tail(3))
+        if match:
+            return WorkerStatus(self.name, "registered", self.process.pid, engine_id, "")
+        return WorkerStatus(self.name, "starting", self.process.pid, None, self.log_tail(1))
+
+    def wait_registered(self, timeout_s: float = DEFAULT_REGISTER_TIMEOUT_S) -> WorkerStatus:
+        """Wait until the engine registers with the controller; a clear error if it exits or times out."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status.state == "registered":
+                return status
+            if status.state.startswith("exited"):
+                msg = f"worker {self.name} stopped before registering ({status.state}); its log ends:\n{status.detail}"
+                raise NoEnginesError(msg)
+            time.sleep(0.1)
+        self.stop()
+        msg = (
+            f"worker {self.name} did not register within {timeout_s:g} s; the controller is not reachable "
+            f"from here (address and ports in the connection file, firewall) or is gone. Log:\n{self.log_tail(3)}"
+        )
+        raise NoEnginesError(msg)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the engine (and its nanny); kill them if they do not stop within `timeout_s`."""
+        if self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout_s)
+
+    def wait(self) -> int:
+        """Block until the engine exits; its exit code."""
+        return self.process.wait()

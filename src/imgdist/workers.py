@@ -1,0 +1,82 @@
+"""Worker names as people type them: checking them, finding their engines, and the connected list."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable, Sequence
+
+from imgdist.cluster import Cluster, Worker
+from imgdist.errors import WorkerNameError
+from imgdist.image import drawable_label
+
+
+def own_name() -> str:
+    """This notebook's own name, as the Livebook's `Node.self()`: `main@host`."""
+    return f"main@{socket.gethostname()}"
+
+
+def check_names(typed: Sequence[str]) -> list[str]:
+    """Typed worker names, stripped, in order; clear errors for empty, malformed and repeated ones."""
+    names: list[str] = []
+    for position, raw in enumerate(typed, start=1):
+        name = str(raw).strip()
+        if not name:
+            msg = f"worker {position} is empty; type a worker name such as 'worker{position}@host'."
+            raise WorkerNameError(msg)
+        if any(ch.isspace() for ch in name) or name.count("@") != 1 or name.startswith("@") or name.endswith("@"):
+            msg = f"worker {position} is {name!r}; a worker name is 'label@host' with no spaces, e.g. 'worker1@lab-pc'."
+            raise WorkerNameError(msg)
+        if name in names:
+            msg = f"worker {position} repeats {name!r} (also worker {names.index(name) + 1}); give each box a different worker."
+            raise WorkerNameError(msg)
+        names.append(name)
+    return names
+
+
+def non_ascii_note(name: str) -> str:
+    """A note when `name` has characters Hershey fonts cannot draw, saying what will be drawn."""
+    drawn = drawable_label(name)
+    if drawn == name:
+        return ""
+    return f"{name!r} has non-ASCII characters; OpenCV's Hershey font will draw it as {drawn!r}."
+
+
+def resolve(cluster: Cluster, typed: Sequence[str], *, known: Iterable[Worker] | None = None) -> list[Worker]:
+    """The workers named by `typed`, in order, or WorkerNameError listing the names that exist."""
+    names = check_names(typed)
+    by_name = {w.name: w for w in (known if known is not None else cluster.workers())}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        have = ", ".join(sorted(by_name)) or "none: no engine is registered"
+        msg = f"no engine is named {', '.join(map(repr, missing))}; the engines are: {have}."
+        raise WorkerNameError(msg)
+    return [by_name[n] for n in names]
+
+
+class Connections:
+    """The workers this notebook is connected to: the Livebook's `Node.list(:connected)`."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self._connected: dict[str, Worker] = {}
+
+    def connect(self, typed: Sequence[str]) -> list[Worker]:
+        """Connect the named workers (all must exist); returns the connected list."""
+        for worker in resolve(self.cluster, typed):
+            self._connected[worker.name] = worker
+        return self.list()
+
+    def disconnect(self, typed: Sequence[str]) -> list[Worker]:
+        """Disconnect the named workers (names not connected are ignored); returns the connected list."""
+        for name in check_names(typed):
+            self._connected.pop(name, None)
+        return self.list()
+
+    def list(self) -> list[Worker]:
+        """Connected workers whose engines are still registered, in connection order."""
+        alive = set(self.cluster.engine_ids)
+        return [w for w in self._connected.values() if w.engine_id in alive]
+
+    def names(self) -> list[str]:
+        """Names of the connected workers."""
+        return [w.name for w in self.list()]
