@@ -103,7 +103,7 @@ def _worker(args: argparse.Namespace) -> int:
     from imgdist.worker import WorkerEngine
 
     engine = WorkerEngine.start(args.connection, args.name)
-    signal.signal(signal.SIGTERM, lambda *_: engine.stop())
+    signal.signal(signal.SIGTERM, lambda *_: engine.terminate())
     try:
         status = engine.wait_registered(args.timeout)
         print(f"Worker {engine.name} is running: {status}. Type '{engine.name}' into the main notebook. "
@@ -111,8 +111,11 @@ def _worker(args: argparse.Namespace) -> int:
         code = engine.wait()
     finally:
         engine.stop()
-    print(f"Worker {engine.name} stopped (engine exit code {code}).")
-    return EXIT_OK if code in (0, -signal.SIGTERM) else EXIT_FAILED
+    if engine.stop_requested:
+        print(f"Worker {engine.name} stopped.")
+        return EXIT_OK
+    print(f"Worker {engine.name}'s engine exited with code {code}; its log ends:\n{engine.log_tail()}")
+    return EXIT_FAILED
 
 
 def _notebook(args: argparse.Namespace) -> int:

@@ -103,18 +103,19 @@ class Cluster:
                 client = ipp.Client(str(path), timeout=timeout_s)
             else:
                 client = ipp.Client(timeout=timeout_s, **kwargs)
-        except OSError as exc:
-            msg = (
-                f"No connection file for {text!r} ({exc}); start the cluster first "
-                "(`ipcluster start` or `imgdist run --local 4`) or give the path of its "
-                "ipcontroller-*-client.json."
-            )
-            raise ConnectionFileError(msg) from None
+        # TimeoutError is an OSError: it must be caught first.
         except (TimeoutError, ipp_error.TimeoutError):
             msg = (
                 f"The controller named in {text!r} did not answer within {timeout_s:g} s: the "
                 "cluster is gone (a stale connection file) or a firewall blocks its ports; "
                 "start the cluster again and use its new connection file."
+            )
+            raise ConnectionFileError(msg) from None
+        except OSError as exc:
+            msg = (
+                f"No connection file for {text!r} ({exc}); start the cluster first "
+                "(`ipcluster start` or `imgdist run --local 4`) or give the path of its "
+                "ipcontroller-*-client.json."
             )
             raise ConnectionFileError(msg) from None
         return cls(client, source=text)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import html
-import math
+from dataclasses import dataclass
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,49 +12,64 @@ import cv2
 import numpy as np
 
 from imgdist.bench import BenchReport
-from imgdist.codec import decode, read_file
+from imgdist.codec import decode, encode, read_file
 from imgdist.image import Wire
 
-THUMBNAIL_WIDTH = 240
+THUMBNAIL_WIDTH = 200
 
 
 def thumbnail(image: np.ndarray, width: int = THUMBNAIL_WIDTH) -> np.ndarray:
-    """`image` scaled to `width` pixels wide (never enlarged), as RGB for display."""
-    if image.shape[1] > width:
-        height = max(1, round(image.shape[0] * width / image.shape[1]))
-        image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """`image` scaled to `width` pixels wide (never enlarged)."""
+    if image.shape[1] <= width:
+        return image
+    height = max(1, round(image.shape[0] * width / image.shape[1]))
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def image_grid(images: Sequence[Path | np.ndarray], captions: Sequence[str], *, columns: int = 4):
-    """A matplotlib figure of thumbnails in `columns` columns, each with its caption."""
-    import matplotlib.pyplot as plt
+@dataclass(frozen=True)
+class ImageGrid:
+    """Captioned thumbnails in columns; shows as HTML (JPEG thumbnails) in Jupyter."""
 
-    rows = max(1, math.ceil(len(images) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images, captions, strict=True):
+    thumbnails: list[bytes]
+    captions: list[str]
+    columns: int
+
+    def _repr_html_(self) -> str:
+        cells = []
+        for jpeg, caption in zip(self.thumbnails, self.captions, strict=True):
+            source = "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()
+            text = "<br>".join(html.escape(line) for line in caption.splitlines())
+            cells.append(
+                f'<figure style="margin:4px;text-align:center"><img src="{source}" alt="{html.escape(caption)}" '
+                f'style="max-width:100%"><figcaption style="font-size:11px">{text}</figcaption></figure>'
+            )
+        style = f"display:grid;grid-template-columns:repeat({self.columns}, max-content);gap:6px"
+        return f'<div class="imgdist-grid" style="{style}">{"".join(cells)}</div>'
+
+    def __repr__(self) -> str:
+        return f"ImageGrid({len(self.captions)} images in {self.columns} columns: {', '.join(self.captions[:3])}...)"
+
+
+def image_grid(images: Sequence[Path | np.ndarray], captions: Sequence[str], *, columns: int = 4) -> ImageGrid:
+    """Thumbnails of `images` in `columns` columns, each with its caption."""
+    thumbnails = []
+    for image in images:
         pixels = image if isinstance(image, np.ndarray) else decode(read_file(image), str(image))
-        ax.imshow(thumbnail(pixels))
-        ax.set_title(caption, fontsize=8)
-    figure.tight_layout()
-    plt.close(figure)
-    return figure
+        thumbnails.append(encode(thumbnail(pixels), ".jpg"))
+    return ImageGrid(thumbnails, list(captions), columns)
 
 
-def result_grid(result, *, columns: int = 4):
+def result_grid(result, *, columns: int = 4) -> ImageGrid:
     """The outputs of a run, each captioned with its file and the worker that processed it."""
     entries = result.processed
     return image_grid([e.output for e in entries], [f"{e.output.name}\n{e.worker}" for e in entries],
                       columns=columns)
 
 
-def show_image(image: Path | np.ndarray, caption: str = ""):
-    """One image as a figure, captioned."""
-    return image_grid([image], [caption], columns=1)
+def show_image(image: Path | np.ndarray, caption: str = "") -> ImageGrid:
+    """One image, captioned, at up to twice thumbnail size."""
+    pixels = image if isinstance(image, np.ndarray) else decode(read_file(image), str(image))
+    return ImageGrid([encode(thumbnail(pixels, 2 * THUMBNAIL_WIDTH), ".jpg")], [caption], 1)
 
 
 def wire_summary(wire: Wire) -> str:

@@ -90,6 +90,7 @@ class WorkerEngine:
         self.name = name
         self.work_dir = work_dir
         self.log_path = work_dir / "engine.log"
+        self.stop_requested = False
 
     @classmethod
     def start(cls, connection: str | Path, label: str, *, work_dir: Path | None = None,
@@ -148,12 +149,17 @@ class WorkerEngine:
         )
         raise NoEnginesError(msg)
 
+    def terminate(self) -> None:
+        """Ask the engine and its nanny to stop, without waiting (safe in a signal handler)."""
+        self.stop_requested = True
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)
+
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the engine (and its nanny); kill them if they do not stop within `timeout_s`."""
         if self.process.poll() is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
+        self.terminate()
         try:
             self.process.wait(timeout_s)
         except subprocess.TimeoutExpired:

@@ -1,0 +1,49 @@
+"""Shared fixtures: a real local cluster per module, a real controller with no engines, paths."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imgdist.cluster import Cluster
+from imgdist.portrait import sample_portrait
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The tests' clusters live under a private IPython dir, so they never touch the user's profiles.
+os.environ.setdefault("IPYTHONDIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"imgdist-tests-ipython-{os.getpid()}"))
+
+
+@pytest.fixture(scope="session")
+def portrait_path() -> Path:
+    """The bundled portrait (matplotlib's grace_hopper.jpg)."""
+    return sample_portrait()
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real 4-engine local cluster, started once per module and always stopped."""
+    cluster = Cluster.start_local(4, profile_dir=tmp_path_factory.mktemp("profile"), timeout_s=90)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def bare_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A real controller with no engines, for workers that tests start themselves."""
+    cluster = Cluster.start_local(0, profile_dir=tmp_path_factory.mktemp("bare-profile"), timeout_s=60)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def kill_engine(pid: int) -> None:
+    """SIGKILL an engine process (its own pid, not its nanny's)."""
+    os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,136 @@
+"""Connecting to real controllers: workers started here, plain ipengine, timeouts, stale files."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from imgdist.cluster import Cluster
+from imgdist.distribute import distribute
+from imgdist.errors import ConnectionFileError, NoEnginesError
+from imgdist.runner import open_cluster
+from imgdist.worker import WorkerEngine
+from imgdist.workers import resolve
+
+pytestmark = pytest.mark.integration
+HOST = socket.gethostname()
+
+
+@pytest.fixture
+def engines_started():
+    """Engines a test starts; all stopped at the end, even on failure."""
+    started: list = []
+    yield started
+    for engine in started:
+        if isinstance(engine, WorkerEngine):
+            engine.stop()
+        else:
+            engine.terminate()
+            try:
+                engine.wait(10)
+            except subprocess.TimeoutExpired:
+                engine.kill()
+
+
+def test_worker_registers_under_its_label(bare_controller, engines_started, tmp_path, portrait_path):
+    """A worker started with label 'alice' is found as alice@host, and draws that name."""
+    before = len(bare_controller.engine_ids)
+    engine = WorkerEngine.start(bare_controller.engine_connection_file, "alice", work_dir=tmp_path / "alice")
+    engines_started.append(engine)
+    status = engine.wait_registered(30)
+    assert status.state == "registered"
+    assert str(status).startswith(f"alice@{HOST}: registered as engine")
+    bare_controller.wait_for_engines(before + 1, timeout_s=10)
+    (alice,) = resolve(bare_controller, [f"alice@{HOST}"])
+    result = distribute([alice], [portrait_path], out_dir=tmp_path / "out")
+    assert [e.worker for e in result.processed] == [f"alice@{HOST}"]
+
+
+def test_plain_ipengine_gets_a_default_name(bare_controller, engines_started, tmp_path):
+    """An engine started by plain `ipengine --file` is named engine<id>@host."""
+    profile = tmp_path / "plain-profile"
+    profile.mkdir()
+    before = set(bare_controller.engine_ids)
+    env = {k: v for k, v in os.environ.items() if k != "IMGDIST_WORKER_LABEL"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ipyparallel.engine", f"--file={bare_controller.engine_connection_file}",
+         f"--profile-dir={profile}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    engines_started.append(process)
+    bare_controller.wait_for_engines(len(before) + 1, timeout_s=30)
+    (new_id,) = set(bare_controller.engine_ids) - before
+    assert f"engine{new_id}@{HOST}" in [w.name for w in bare_controller.workers()]
+
+
+def test_connect_with_a_client_file(bare_controller):
+    """A second client connects through the controller's client connection file, passed as a path."""
+    with Cluster.connect(bare_controller.client_connection_file) as other:
+        assert not other.is_local
+        assert other.engine_ids == bare_controller.engine_ids
+
+
+def test_no_engines_within_the_timeout(bare_controller):
+    """Waiting for more engines than exist ends in a message with the counts and what to do."""
+    have = len(bare_controller.engine_ids)
+    with pytest.raises(NoEnginesError, match=rf"{have} of {have + 5} engines registered .* within 1 s; start more workers"):
+        bare_controller.wait_for_engines(have + 5, timeout_s=1)
+
+
+def test_stale_connection_file(tmp_path):
+    """The client file of a cluster that was stopped gives 'the cluster is gone', within the timeout."""
+    gone = Cluster.start_local(0, profile_dir=tmp_path / "profile", timeout_s=30)
+    stale = tmp_path / "ipcontroller-gone-client.json"
+    stale.write_bytes(gone.client_connection_file.read_bytes())
+    gone.stop()
+    with pytest.raises(ConnectionFileError, match=r"did not answer within 1 s: the cluster is gone"):
+        Cluster.connect(stale, timeout_s=1)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, r"does not exist; copy it from the controller machine"),
+        ("not json", r"is not readable JSON"),
+        ('{"hello": 1}', r"is not an ipyparallel connection file \(no 'key'\)"),
+    ],
+)
+def test_bad_connection_files(tmp_path, content, message):
+    """Missing, malformed and foreign files each get their own message."""
+    path = tmp_path / "ipcontroller-x-client.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(ConnectionFileError, match=message):
+        Cluster.connect(path)
+
+
+def test_no_such_profile(tmp_path, monkeypatch):
+    """A profile with no running cluster names the profile and how to start one."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+    with pytest.raises(ConnectionFileError, match=r"No connection file for 'nosuchprofile'"):
+        open_cluster(connection="nosuchprofile")
+
+
+def test_worker_cli_runs_until_terminated(bare_controller, tmp_path):
+    """`imgdist worker` registers, prints the name to type, and stops cleanly on SIGTERM."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imgdist", "worker", "--connection", str(bare_controller.engine_connection_file),
+         "--name", "bob"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        before = len(bare_controller.engine_ids)
+        first = process.stdout.readline()
+        assert f"Worker bob@{HOST} is running" in first
+        bare_controller.wait_for_engines(before + 1, timeout_s=10)
+        assert f"bob@{HOST}" in [w.name for w in bare_controller.workers()]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+    assert process.returncode == 0, out
+    assert "stopped" in out

@@ -1,0 +1,98 @@
+"""The pure image operation and the wire form."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from imgdist.image import (
+    Wire,
+    copy_name,
+    drawable_label,
+    from_wire,
+    process_image,
+    processed_name,
+    threshold_and_label,
+    to_wire,
+)
+
+
+def reference(image: np.ndarray, label: str) -> np.ndarray:
+    _, out = cv2.threshold(image, 127, 255, cv2.THRESH_BINARY)
+    out = np.ascontiguousarray(out)
+    cv2.putText(out, label, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 0), 2)
+    return out
+
+
+@pytest.fixture
+def portrait_pixels(portrait_path) -> np.ndarray:
+    return cv2.imread(str(portrait_path))
+
+
+def test_threshold_and_label_matches_the_livebook_parameters(portrait_pixels):
+    """Threshold 127->255 binary and the label at (10,30), Hershey simplex, scale 1, black, thickness 2."""
+    out = threshold_and_label(portrait_pixels, "worker1@lab")
+    assert np.array_equal(out, reference(portrait_pixels, "worker1@lab"))
+
+
+def test_the_label_is_drawn():
+    """On a white image, different labels give different pixels, only near the label's place."""
+    white = np.full((100, 300, 3), 255, np.uint8)
+    a = threshold_and_label(white, "worker1@lab")
+    b = threshold_and_label(white, "worker2@lab")
+    rows, cols = np.nonzero((a != b).any(axis=2))
+    assert rows.size > 0
+    assert rows.max() < 45 and cols.min() >= 5
+
+
+def test_output_is_binary_and_input_untouched(portrait_pixels):
+    """Every pixel is 0 or 255 and the input array is not modified."""
+    before = portrait_pixels.copy()
+    out = threshold_and_label(portrait_pixels, "x@y")
+    assert set(np.unique(out)) <= {0, 255}
+    assert np.array_equal(portrait_pixels, before)
+
+
+@pytest.mark.parametrize("shape", [(40, 60), (40, 60, 3), (40, 60, 4)])
+def test_any_channel_count(shape):
+    """Grayscale, BGR and BGRA arrays keep their shape."""
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    assert threshold_and_label(image, "w@h").shape == shape
+
+
+def test_wire_round_trip(portrait_pixels):
+    """(dtype, shape, bytes) and back gives the same array, as the Livebook's {type, shape, binary}."""
+    wire = to_wire(portrait_pixels)
+    assert wire.dtype == "uint8"
+    assert wire.shape == portrait_pixels.shape
+    assert len(wire.data) == portrait_pixels.nbytes
+    assert np.array_equal(from_wire(wire), portrait_pixels)
+    assert "bytes" in repr(wire)
+
+
+def test_process_image_names_the_output(portrait_pixels):
+    """process_image returns `<base>_processed<ext>` and the labelled pixels."""
+    name, out = process_image("pic_d_3.jpg", to_wire(portrait_pixels), "w@h")
+    assert name == "pic_d_3_processed.jpg"
+    assert np.array_equal(out, reference(portrait_pixels, "w@h"))
+
+
+def test_names():
+    """Copies are `<base>_d_<i><ext>`, outputs `<base>_d_<i>_processed<ext>`."""
+    assert copy_name("grace_hopper", 7, ".jpg") == "grace_hopper_d_7.jpg"
+    assert processed_name("grace_hopper_d_7.jpg") == "grace_hopper_d_7_processed.jpg"
+    assert processed_name("dir/a.b.png") == "a.b_processed.png"
+
+
+def test_drawable_label_replaces_non_ascii():
+    """Hershey fonts draw ASCII only: other characters show as '?'."""
+    assert drawable_label("wörker@höst") == "w?rker@h?st"
+    assert drawable_label("worker1@lab") == "worker1@lab"
+
+
+def test_wire_is_frozen():
+    """A Wire is immutable data."""
+    wire = Wire("uint8", (1,), b"\x00")
+    with pytest.raises(AttributeError):
+        wire.dtype = "uint16"  # type: ignore[misc]
