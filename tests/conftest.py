@@ -15,7 +15,10 @@ from imgdist.portrait import sample_portrait
 REPO = Path(__file__).resolve().parent.parent
 
 # The tests' clusters live under a private IPython dir, so they never touch the user's profiles.
-os.environ.setdefault("IPYTHONDIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"imgdist-tests-ipython-{os.getpid()}"))
+os.environ.setdefault(
+    "IPYTHONDIR",
+    str(Path(os.environ.get("TMPDIR", "/tmp")) / f"imgdist-tests-ipython-{os.getpid()}"),
+)
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +40,9 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
 @pytest.fixture(scope="module")
 def bare_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A real controller with no engines, for workers that tests start themselves."""
-    cluster = Cluster.start_local(0, profile_dir=tmp_path_factory.mktemp("bare-profile"), timeout_s=60)
+    cluster = Cluster.start_local(
+        0, profile_dir=tmp_path_factory.mktemp("bare-profile"), timeout_s=60
+    )
     try:
         yield cluster
     finally:

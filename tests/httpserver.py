@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 
 class PortraitServer(ThreadingHTTPServer):
@@ -16,14 +17,16 @@ class PortraitServer(ThreadingHTTPServer):
     def __init__(self, portrait: bytes) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
         self.portrait = portrait
-        self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread = threading.Thread(
+            target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> PortraitServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         return self
 
@@ -42,7 +45,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_length: int | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(body) if content_length is None else content_length))
+        self.send_header(
+            "Content-Length", str(len(body) if content_length is None else content_length)
+        )
         self.end_headers()
         self.wfile.write(body)
 

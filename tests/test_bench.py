@@ -27,7 +27,9 @@ def test_statistics_agree_with_numpy():
 def test_measure_interleaves_and_counts_runs():
     """Each case runs warm-up + runs times, in turn."""
     calls = []
-    report = measure({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=3, warmup_runs=1)
+    report = measure(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, runs=3, warmup_runs=1
+    )
     assert calls == ["a", "b"] * 4
     assert [len(c.samples_s) for c in report.cases] == [3, 3]
     assert report.params["runs"] == 3
@@ -57,18 +59,34 @@ def test_comparison_is_against_the_fastest():
 
 def test_text_table_reads_like_benchee():
     """Columns Name/ips/average/deviation/median/99th % and 'N.NNx slower' lines."""
-    text = bench_table_text(report_of(**{"1 worker": 200.0, "4 workers": 260.0}), baseline="1 worker")
+    text = bench_table_text(
+        report_of(**{"1 worker": 200.0, "4 workers": 260.0}), baseline="1 worker"
+    )
     lines = text.splitlines()
-    assert lines[0].split() == ["Name", "ips", "average", "deviation", "median", "99th", "%", "speed-up"]
-    assert "1 worker" in lines[1] and "200.00 ms" in lines[1] and "1.00x" in lines[1]
-    assert "4 workers" in text and "1.30x slower +60.00 ms" in text
+    assert lines[0].split() == [
+        "Name",
+        "ips",
+        "average",
+        "deviation",
+        "median",
+        "99th",
+        "%",
+        "speed-up",
+    ]
+    assert "1 worker" in lines[1]
+    assert "200.00 ms" in lines[1]
+    assert "1.00x" in lines[1]
+    assert "4 workers" in text
+    assert "1.30x slower +60.00 ms" in text
 
 
 def test_html_table_and_chart():
     """The HTML table has one row per case; the chart has one bar per case."""
     report = report_of(a=10.0, b=20.0)
     html = bench_table_html(report, baseline="a")
-    assert html.count("<tr>") == 3 and "2.00x slower" in html and "0.50x" in html
+    assert html.count("<tr>") == 3
+    assert "2.00x slower" in html
+    assert "0.50x" in html
     figure = bench_chart(report)
     assert len(figure.axes[0].patches) == 2
 
@@ -79,5 +97,7 @@ def test_json_round_trip(tmp_path):
     path = report.save(tmp_path / "bench.json")
     data = json.loads(path.read_text())
     assert set(data) == {"cases", "machine", "params"}
-    assert {"name", "samples_s", "median_s", "ips", "average_s", "deviation_pct", "p99_s"} <= set(data["cases"][0])
+    assert {"name", "samples_s", "median_s", "ips", "average_s", "deviation_pct", "p99_s"} <= set(
+        data["cases"][0]
+    )
     assert BenchReport.load(path).cases == report.cases

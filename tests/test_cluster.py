@@ -37,10 +37,14 @@ def engines_started():
                 engine.kill()
 
 
-def test_worker_registers_under_its_label(bare_controller, engines_started, tmp_path, portrait_path):
+def test_worker_registers_under_its_label(
+    bare_controller, engines_started, tmp_path, portrait_path
+):
     """A worker started with label 'alice' is found as alice@host, and draws that name."""
     before = len(bare_controller.engine_ids)
-    engine = WorkerEngine.start(bare_controller.engine_connection_file, "alice", work_dir=tmp_path / "alice")
+    engine = WorkerEngine.start(
+        bare_controller.engine_connection_file, "alice", work_dir=tmp_path / "alice"
+    )
     engines_started.append(engine)
     status = engine.wait_registered(30)
     assert status.state == "registered"
@@ -58,9 +62,16 @@ def test_plain_ipengine_gets_a_default_name(bare_controller, engines_started, tm
     before = set(bare_controller.engine_ids)
     env = {k: v for k, v in os.environ.items() if k != "IMGDIST_WORKER_LABEL"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "ipyparallel.engine", f"--file={bare_controller.engine_connection_file}",
-         f"--profile-dir={profile}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "ipyparallel.engine",
+            f"--file={bare_controller.engine_connection_file}",
+            f"--profile-dir={profile}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     engines_started.append(process)
     bare_controller.wait_for_engines(len(before) + 1, timeout_s=30)
@@ -78,7 +89,10 @@ def test_connect_with_a_client_file(bare_controller):
 def test_no_engines_within_the_timeout(bare_controller):
     """Waiting for more engines than exist ends in a message with the counts and what to do."""
     have = len(bare_controller.engine_ids)
-    with pytest.raises(NoEnginesError, match=rf"{have} of {have + 5} engines registered .* within 1 s; start more workers"):
+    with pytest.raises(
+        NoEnginesError,
+        match=rf"{have} of {have + 5} engines registered .* within 1 s; start more workers",
+    ):
         bare_controller.wait_for_engines(have + 5, timeout_s=1)
 
 
@@ -88,7 +102,9 @@ def test_stale_connection_file(tmp_path):
     stale = tmp_path / "ipcontroller-gone-client.json"
     stale.write_bytes(gone.client_connection_file.read_bytes())
     gone.stop()
-    with pytest.raises(ConnectionFileError, match=r"did not answer within 1 s: the cluster is gone"):
+    with pytest.raises(
+        ConnectionFileError, match=r"did not answer within 1 s: the cluster is gone"
+    ):
         Cluster.connect(stale, timeout_s=1)
 
 
@@ -119,9 +135,19 @@ def test_no_such_profile(tmp_path, monkeypatch):
 def test_worker_cli_runs_until_terminated(bare_controller, tmp_path):
     """`imgdist worker` registers, prints the name to type, and stops cleanly on SIGTERM."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "imgdist", "worker", "--connection", str(bare_controller.engine_connection_file),
-         "--name", "bob"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "imgdist",
+            "worker",
+            "--connection",
+            str(bare_controller.engine_connection_file),
+            "--name",
+            "bob",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         before = len(bare_controller.engine_ids)

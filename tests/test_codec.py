@@ -24,7 +24,9 @@ def test_empty_file_is_named():
 
 def test_text_file_is_not_an_image():
     """A text file named .jpg is reported as undecodable, with its first bytes."""
-    with pytest.raises(ImageError, match=r"notes\.jpg: 11 bytes that OpenCV cannot decode.*b'hello wo'"):
+    with pytest.raises(
+        ImageError, match=r"notes\.jpg: 11 bytes that OpenCV cannot decode.*b'hello wo'"
+    ):
         decode(b"hello world", "notes.jpg")
 
 

@@ -39,8 +39,13 @@ def test_engine_pixels_equal_local_processing(workers, portrait_path):
     """An engine's result equals threshold + putText with its name done here, pixel for pixel."""
     pixels = cv2.imread(str(portrait_path))
     worker = workers[2]
-    future = worker.cluster.submit(worker, "process_batch", "pixels",
-                                   [("p.jpg", str(pixels.dtype), pixels.shape)], pixels.tobytes())
+    future = worker.cluster.submit(
+        worker,
+        "process_batch",
+        "pixels",
+        [("p.jpg", str(pixels.dtype), pixels.shape)],
+        pixels.tobytes(),
+    )
     name, errors, metas, payload = future.get(timeout=30)
     assert (name, errors) == (worker.name, {})
     dtype, shape = metas[0]
@@ -50,13 +55,21 @@ def test_engine_pixels_equal_local_processing(workers, portrait_path):
 
 def test_four_workers_round_robin_order(workers, copies, tmp_path):
     """The seed flow on 4 workers: image i is processed by worker i mod 4; the manifest says so."""
-    result = distribute(workers, copies, out_dir=tmp_path / "images", manifest=tmp_path / "manifest.json",
-                        transport="pixels", schedule="round-robin")
+    result = distribute(
+        workers,
+        copies,
+        out_dir=tmp_path / "images",
+        manifest=tmp_path / "manifest.json",
+        transport="pixels",
+        schedule="round-robin",
+    )
     assert result.ok
     assert [e.worker for e in result.processed] == [NAMES[i % 4] for i in range(32)]
     manifest = read_manifest(tmp_path / "manifest.json")
     assert [e.worker for e in manifest] == [NAMES[i % 4] for i in range(32)]
-    assert [e.output.name for e in manifest] == [f"grace_hopper_d_{i}_processed.jpg" for i in range(32)]
+    assert [e.output.name for e in manifest] == [
+        f"grace_hopper_d_{i}_processed.jpg" for i in range(32)
+    ]
     rows = (tmp_path / "manifest.json").read_text()
     assert '"source": "images/grace_hopper_d_0.jpg"' in rows
 
@@ -70,8 +83,11 @@ def expected_file(source, worker, suffix=".jpg"):
 @pytest.mark.parametrize("schedule", ["round-robin", "balanced"])
 def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport, schedule):
     """Each transport and schedule writes, for every image, exactly threshold+label(worker) encoded."""
-    result = distribute(workers[:2], copies[:8], out_dir=tmp_path / "out", transport=transport, schedule=schedule)
-    assert result.ok and len(result.processed) == 8
+    result = distribute(
+        workers[:2], copies[:8], out_dir=tmp_path / "out", transport=transport, schedule=schedule
+    )
+    assert result.ok
+    assert len(result.processed) == 8
     for entry in result.processed:
         written = cv2.imread(str(entry.output))
         assert np.array_equal(written, expected_file(entry.source, entry.worker))
@@ -89,7 +105,10 @@ def test_balanced_uses_every_worker(workers, copies, tmp_path):
 def test_outputs_beside_sources_by_default(workers, copies):
     """Without out_dir, as in the Livebook, `<name>_processed<ext>` is written beside its source."""
     result = distribute(workers[:1], copies[:2])
-    assert [p.name for p in result.outputs] == ["grace_hopper_d_0_processed.jpg", "grace_hopper_d_1_processed.jpg"]
+    assert [p.name for p in result.outputs] == [
+        "grace_hopper_d_0_processed.jpg",
+        "grace_hopper_d_1_processed.jpg",
+    ]
     assert all(p.parent == copies[0].parent.resolve() for p in result.outputs)
 
 
@@ -131,9 +150,14 @@ def test_connect_and_disconnect(local_cluster):
 
 def test_parameter_errors(workers, copies):
     """Unknown transport or schedule, or no workers, are refused with the choices."""
-    with pytest.raises(ParameterError, match=r"transport 'carrier-pigeon' is unknown; choose one of pixels, encoded, path"):
+    with pytest.raises(
+        ParameterError,
+        match=r"transport 'carrier-pigeon' is unknown; choose one of pixels, encoded, path",
+    ):
         distribute(workers, copies, transport="carrier-pigeon")
-    with pytest.raises(ParameterError, match=r"schedule 'random' is unknown; choose one of round-robin, balanced"):
+    with pytest.raises(
+        ParameterError, match=r"schedule 'random' is unknown; choose one of round-robin, balanced"
+    ):
         distribute(workers, copies, schedule="random")
     with pytest.raises(ParameterError, match="no workers given"):
         distribute([], copies)

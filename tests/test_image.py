@@ -43,7 +43,8 @@ def test_the_label_is_drawn():
     b = threshold_and_label(white, "worker2@lab")
     rows, cols = np.nonzero((a != b).any(axis=2))
     assert rows.size > 0
-    assert rows.max() < 45 and cols.min() >= 5
+    assert rows.max() < 45
+    assert cols.min() >= 5
 
 
 def test_output_is_binary_and_input_untouched(portrait_pixels):

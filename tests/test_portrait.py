@@ -71,7 +71,9 @@ def test_connection_refused(tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(DownloadError, match=r"could not connect .*check the address and that the server is up"):
+    with pytest.raises(
+        DownloadError, match=r"could not connect .*check the address and that the server is up"
+    ):
         get_portrait(f"http://127.0.0.1:{port}/portrait.jpg", tmp_path)
 
 
@@ -85,7 +87,11 @@ def test_only_http_urls(tmp_path, url):
 def test_copies_are_named_like_the_livebook(tmp_path, portrait_path):
     """32 copies named `<base>_d_<i><ext>`, byte-identical to the portrait."""
     copies = make_copies(portrait_path, 32, tmp_path)
-    assert [p.name for p in copies[:3]] == ["grace_hopper_d_0.jpg", "grace_hopper_d_1.jpg", "grace_hopper_d_2.jpg"]
+    assert [p.name for p in copies[:3]] == [
+        "grace_hopper_d_0.jpg",
+        "grace_hopper_d_1.jpg",
+        "grace_hopper_d_2.jpg",
+    ]
     assert len(copies) == 32
     assert all(p.read_bytes() == portrait_path.read_bytes() for p in copies)
 

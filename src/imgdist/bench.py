@@ -81,7 +81,10 @@ class BenchReport:
         """Cases from fastest to slowest (by average), each against the fastest."""
         ranked = sorted(self.cases, key=lambda c: c.average_s)
         best = ranked[0]
-        return [Comparison(c.name, c.ips, c.average_s / best.average_s, c.average_s - best.average_s) for c in ranked]
+        return [
+            Comparison(c.name, c.ips, c.average_s / best.average_s, c.average_s - best.average_s)
+            for c in ranked
+        ]
 
     def speedup(self, name: str, baseline: str) -> float:
         """How many times faster `name` is than `baseline`, by median."""
@@ -89,7 +92,11 @@ class BenchReport:
 
     def to_json(self) -> dict:
         """The report as plain JSON data: {"cases": [...], "machine": {...}, "params": {...}}."""
-        return {"cases": [asdict(c) for c in self.cases], "machine": self.machine, "params": self.params}
+        return {
+            "cases": [asdict(c) for c in self.cases],
+            "machine": self.machine,
+            "params": self.params,
+        }
 
     def save(self, path: Path) -> Path:
         """Write the JSON form to `path`."""
@@ -100,7 +107,9 @@ class BenchReport:
     def load(cls, path: Path) -> BenchReport:
         """Read a report written by `save`."""
         data = json.loads(Path(path).read_text())
-        return cls([CaseStats(**c) for c in data["cases"]], data.get("params", {}), data.get("machine", {}))
+        return cls(
+            [CaseStats(**c) for c in data["cases"]], data.get("params", {}), data.get("machine", {})
+        )
 
 
 def percentile(samples: list[float], pct: float) -> float:

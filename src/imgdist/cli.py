@@ -23,40 +23,87 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="process images on workers and write outputs and manifest.json",
-                         description="Do the main notebook's job without a notebook. Exit status 0 only "
-                                     "when every image was processed.")
+    run = sub.add_parser(
+        "run",
+        help="process images on workers and write outputs and manifest.json",
+        description="Do the main notebook's job without a notebook. Exit status 0 only "
+        "when every image was processed.",
+    )
     where = run.add_mutually_exclusive_group()
     where.add_argument("--local", type=int, metavar="N", help="start N local engines (default: 4)")
-    where.add_argument("--connection", metavar="CLIENT_JSON",
-                       help="a running controller: its ipcontroller-*-client.json, or PROFILE[:CLUSTER_ID]")
-    run.add_argument("--workers", metavar="NAME[,NAME...]", default="",
-                     help="worker names (label@host) to use, in order (default: all engines)")
+    where.add_argument(
+        "--connection",
+        metavar="CLIENT_JSON",
+        help="a running controller: its ipcontroller-*-client.json, or PROFILE[:CLUSTER_ID]",
+    )
+    run.add_argument(
+        "--workers",
+        metavar="NAME[,NAME...]",
+        default="",
+        help="worker names (label@host) to use, in order (default: all engines)",
+    )
     what = run.add_mutually_exclusive_group()
-    what.add_argument("--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)")
-    what.add_argument("--inputs", nargs="+", metavar="PATH", help="your image files or folders instead of copies")
-    run.add_argument("--url", default="", help="download the portrait from this URL (default: matplotlib's)")
+    what.add_argument(
+        "--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)"
+    )
+    what.add_argument(
+        "--inputs", nargs="+", metavar="PATH", help="your image files or folders instead of copies"
+    )
+    run.add_argument(
+        "--url", default="", help="download the portrait from this URL (default: matplotlib's)"
+    )
     run.add_argument("--out", default="results", type=Path, help="output folder (default: results)")
-    run.add_argument("--transport", default=DEFAULT_TRANSPORT, choices=TRANSPORTS,
-                     help=f"how images travel (default: {DEFAULT_TRANSPORT}; 'pixels' is the Livebook's)")
-    run.add_argument("--schedule", default=DEFAULT_SCHEDULE, choices=SCHEDULES,
-                     help=f"how images are shared out (default: {DEFAULT_SCHEDULE}; 'round-robin' is the Livebook's)")
-    run.add_argument("--timeout", type=float, default=60.0, metavar="S",
-                     help="seconds to wait for engines to start or answer (default: 60)")
+    run.add_argument(
+        "--transport",
+        default=DEFAULT_TRANSPORT,
+        choices=TRANSPORTS,
+        help=f"how images travel (default: {DEFAULT_TRANSPORT}; 'pixels' is the Livebook's)",
+    )
+    run.add_argument(
+        "--schedule",
+        default=DEFAULT_SCHEDULE,
+        choices=SCHEDULES,
+        help=f"how images are shared out (default: {DEFAULT_SCHEDULE}; 'round-robin' is the Livebook's)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for engines to start or answer (default: 60)",
+    )
 
-    worker = sub.add_parser("worker", help="start a worker engine on this machine",
-                            description="Start an ipyparallel engine that registers with the controller as "
-                                        "LABEL@<this host>, and keep it running until interrupted.")
-    worker.add_argument("--connection", required=True, metavar="ENGINE_JSON",
-                        help="the controller's ipcontroller-*-engine.json, copied to this machine")
-    worker.add_argument("--name", required=True, metavar="LABEL", help="the worker's label, e.g. worker1")
-    worker.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                        help="seconds to wait for registration (default: 30)")
+    worker = sub.add_parser(
+        "worker",
+        help="start a worker engine on this machine",
+        description="Start an ipyparallel engine that registers with the controller as "
+        "LABEL@<this host>, and keep it running until interrupted.",
+    )
+    worker.add_argument(
+        "--connection",
+        required=True,
+        metavar="ENGINE_JSON",
+        help="the controller's ipcontroller-*-engine.json, copied to this machine",
+    )
+    worker.add_argument(
+        "--name", required=True, metavar="LABEL", help="the worker's label, e.g. worker1"
+    )
+    worker.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds to wait for registration (default: 30)",
+    )
 
-    notebook = sub.add_parser("notebook", help="execute notebooks/main.ipynb headless into an output folder")
+    notebook = sub.add_parser(
+        "notebook", help="execute notebooks/main.ipynb headless into an output folder"
+    )
     notebook.add_argument("--notebook", type=Path, default=Path("notebooks/main.ipynb"))
     notebook.add_argument("--out", type=Path, default=Path("results"))
-    notebook.add_argument("--timeout", type=float, default=600.0, metavar="S", help="per cell (default: 600)")
+    notebook.add_argument(
+        "--timeout", type=float, default=600.0, metavar="S", help="per cell (default: 600)"
+    )
     return parser
 
 
@@ -78,18 +125,37 @@ def _run(args: argparse.Namespace) -> int:
     from imgdist.workers import resolve
 
     out = check_out_dir(args.out)
-    sources = expand_inputs(args.inputs) if args.inputs else portrait_copies(out, url=args.url, copies=args.images)
+    sources = (
+        expand_inputs(args.inputs)
+        if args.inputs
+        else portrait_copies(out, url=args.url, copies=args.images)
+    )
     local = args.local if args.local is not None else (0 if args.connection else 4)
-    with open_cluster(local=local, connection=args.connection or "", timeout_s=args.timeout) as cluster:
+    with open_cluster(
+        local=local, connection=args.connection or "", timeout_s=args.timeout
+    ) as cluster:
         if args.connection:
             cluster.wait_for_engines(1, timeout_s=args.timeout)
         known = cluster.workers(timeout_s=args.timeout)
-        names = [n for n in args.workers.split(",") if n.strip()] if args.workers else [w.name for w in known]
+        names = (
+            [n for n in args.workers.split(",") if n.strip()]
+            if args.workers
+            else [w.name for w in known]
+        )
         workers = resolve(cluster, names, known=known)
-        print(f"Processing {len(sources)} images on {', '.join(w.name for w in workers)} ...", flush=True)
+        print(
+            f"Processing {len(sources)} images on {', '.join(w.name for w in workers)} ...",
+            flush=True,
+        )
         try:
-            result = distribute(workers, sources, out_dir=out / "images", manifest=out / "manifest.json",
-                                transport=args.transport, schedule=args.schedule)
+            result = distribute(
+                workers,
+                sources,
+                out_dir=out / "images",
+                manifest=out / "manifest.json",
+                transport=args.transport,
+                schedule=args.schedule,
+            )
         except RunError as exc:
             if exc.result is not None:
                 print(exc.result.summary())
@@ -106,15 +172,20 @@ def _worker(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: engine.terminate())
     try:
         status = engine.wait_registered(args.timeout)
-        print(f"Worker {engine.name} is running: {status}. Type '{engine.name}' into the main notebook. "
-              "Stop it with Ctrl-C.", flush=True)
+        print(
+            f"Worker {engine.name} is running: {status}. Type '{engine.name}' into the main notebook. "
+            "Stop it with Ctrl-C.",
+            flush=True,
+        )
         code = engine.wait()
     finally:
         engine.stop()
     if engine.stop_requested:
         print(f"Worker {engine.name} stopped.")
         return EXIT_OK
-    print(f"Worker {engine.name}'s engine exited with code {code}; its log ends:\n{engine.log_tail()}")
+    print(
+        f"Worker {engine.name}'s engine exited with code {code}; its log ends:\n{engine.log_tail()}"
+    )
     return EXIT_FAILED
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import ipyparallel as ipp
 from ipyparallel import error as ipp_error
@@ -40,7 +41,9 @@ class Worker:
 class Cluster:
     """A client of one ipyparallel controller, and the local cluster behind it if started here."""
 
-    def __init__(self, client: ipp.Client, *, local: ipp.Cluster | None = None, source: str = "") -> None:
+    def __init__(
+        self, client: ipp.Client, *, local: ipp.Cluster | None = None, source: str = ""
+    ) -> None:
         self._client = client
         self._local = local
         self._views: dict[int, ipp.DirectView] = {}
@@ -83,7 +86,9 @@ class Cluster:
         return cluster
 
     @classmethod
-    def connect(cls, connection: str | Path, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> Cluster:
+    def connect(
+        cls, connection: str | Path, *, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S
+    ) -> Cluster:
         """Connect to a running controller.
 
         `connection` is a client connection file (`ipcontroller-*-client.json`), or
@@ -120,7 +125,9 @@ class Cluster:
             raise ConnectionFileError(msg) from None
         return cls(client, source=text)
 
-    def wait_for_engines(self, n_engines: int, *, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> None:
+    def wait_for_engines(
+        self, n_engines: int, *, timeout_s: float = DEFAULT_START_TIMEOUT_S
+    ) -> None:
         """Wait until at least `n_engines` engines are registered, or raise NoEnginesError."""
         try:
             self._client.wait_for_engines(n_engines, timeout=timeout_s, block=True)
@@ -137,7 +144,12 @@ class Cluster:
     def workers(self, *, timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S) -> list[Worker]:
         """Every engine that answers within `timeout_s`, named; unnamed engines become `engine<id>`."""
         ids = sorted(self._client.ids)
-        futures = {eid: self._view(eid).apply_async(EngineTask("set_label"), f"engine{eid}", only_if_unset=True) for eid in ids}
+        futures = {
+            eid: self._view(eid).apply_async(
+                EngineTask("set_label"), f"engine{eid}", only_if_unset=True
+            )
+            for eid in ids
+        }
         cf.wait(list(futures.values()), timeout=timeout_s)
         found = []
         for eid, future in futures.items():
@@ -151,11 +163,15 @@ class Cluster:
         return found
 
     def _set_label(self, engine_id: int, label: str, *, only_if_unset: bool) -> Worker:
-        future = self._view(engine_id).apply_async(EngineTask("set_label"), label, only_if_unset=only_if_unset)
+        future = self._view(engine_id).apply_async(
+            EngineTask("set_label"), label, only_if_unset=only_if_unset
+        )
         return self._worker(engine_id, future.get(timeout=DEFAULT_ANSWER_TIMEOUT_S))
 
     def _worker(self, engine_id: int, ident: Identity) -> Worker:
-        return Worker(f"{ident.label}@{ident.host}", engine_id, ident.host, ident.pid, ident.python, self)
+        return Worker(
+            f"{ident.label}@{ident.host}", engine_id, ident.host, ident.pid, ident.python, self
+        )
 
     @property
     def engine_ids(self) -> list[int]:
@@ -211,7 +227,13 @@ class Cluster:
             return security / f"ipcontroller-{self._local.cluster_id}-client.json"
         return Path(self.source) if self.source.endswith(".json") else None
 
-    def start_engines(self, n_engines: int, *, label_prefix: str = "worker", timeout_s: float = DEFAULT_START_TIMEOUT_S) -> list[Worker]:
+    def start_engines(
+        self,
+        n_engines: int,
+        *,
+        label_prefix: str = "worker",
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> list[Worker]:
         """Start `n_engines` more local engines (local clusters only) and name them."""
         if self._local is None:
             msg = "start_engines works on a local cluster only; start workers on their machines with `imgdist worker`."
@@ -220,7 +242,9 @@ class Cluster:
         self._local.start_engines_sync(n=n_engines)
         self.wait_for_engines(len(before) + n_engines, timeout_s=timeout_s)
         new_ids = sorted(set(self._client.ids) - before)
-        return [self._set_label(eid, f"{label_prefix}{eid + 1}", only_if_unset=False) for eid in new_ids]
+        return [
+            self._set_label(eid, f"{label_prefix}{eid + 1}", only_if_unset=False) for eid in new_ids
+        ]
 
     def stop(self) -> None:
         """Close the client, and stop the cluster if this object started it."""
@@ -231,7 +255,7 @@ class Cluster:
                 self._local.stop_cluster_sync()
             self._local = None
 
-    def __enter__(self) -> Cluster:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

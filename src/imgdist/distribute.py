@@ -70,13 +70,17 @@ class RunResult:
     def summary(self) -> str:
         """One paragraph for a person: counts, time, workers, failures and redone work."""
         lines = [
-            f"{len(self.processed)} images processed, {len(self.failed)} failed, in {self.elapsed_s:.2f} s "
-            f"({self.transport} transport, {self.schedule} schedule)."
+            (
+                f"{len(self.processed)} images processed, {len(self.failed)} failed, in {self.elapsed_s:.2f} s "
+                f"({self.transport} transport, {self.schedule} schedule)."
+            )
         ]
         lines += [f"  {name}: {count}" for name, count in sorted(self.per_worker().items())]
         if self.lost_workers:
-            lines.append(f"Workers lost during the run: {', '.join(self.lost_workers)}; "
-                         f"{len(self.redone)} images redone on the others.")
+            lines.append(
+                f"Workers lost during the run: {', '.join(self.lost_workers)}; "
+                f"{len(self.redone)} images redone on the others."
+            )
         lines += [f"FAILED {source}: {reason}" for source, reason in self.failed]
         return "\n".join(lines)
 
@@ -146,9 +150,16 @@ def distribute(
         out_dir.mkdir(parents=True, exist_ok=True)
     total = len(images) if isinstance(images, Sequence) else None
     run = _Run(
-        list(workers), iter(images), _Outputs(out_dir), transport, schedule,
-        batch_size or _batch_size(schedule, total, len(workers)), stall_timeout_s, max_pixels,
-        on_progress, total,
+        list(workers),
+        iter(images),
+        _Outputs(out_dir),
+        transport,
+        schedule,
+        batch_size or _batch_size(schedule, total, len(workers)),
+        stall_timeout_s,
+        max_pixels,
+        on_progress,
+        total,
     )
     result = RunResult(transport, schedule, out_dir)
     started = time.perf_counter()
@@ -176,8 +187,17 @@ class _Run:
     """The state of one `distribute` call (a class only to keep the loop readable)."""
 
     def __init__(
-        self, workers, images: Iterator, outputs: _Outputs, transport, schedule,
-        batch_size, stall_timeout_s, max_pixels, on_progress, total,
+        self,
+        workers,
+        images: Iterator,
+        outputs: _Outputs,
+        transport,
+        schedule,
+        batch_size,
+        stall_timeout_s,
+        max_pixels,
+        on_progress,
+        total,
     ) -> None:
         self.live: list[Worker] = workers
         self.images = images
@@ -247,14 +267,18 @@ class _Run:
             if not sendable:
                 continue
             args = payloads if self.transport != "path" else []
-            future = cluster.submit(worker, "process_batch", self.transport, metas, *args, max_pixels=self.max_pixels)
+            future = cluster.submit(
+                worker, "process_batch", self.transport, metas, *args, max_pixels=self.max_pixels
+            )
             self.in_flight[future] = _Task(worker, sendable)
 
     # --- collecting ----------------------------------------------------------------------
     def execute(self, cluster, result: RunResult) -> None:
         self._fill(cluster, result)
         while self.in_flight:
-            finished, _ = cf.wait(list(self.in_flight), timeout=self.stall_timeout_s, return_when=cf.FIRST_COMPLETED)
+            finished, _ = cf.wait(
+                list(self.in_flight), timeout=self.stall_timeout_s, return_when=cf.FIRST_COMPLETED
+            )
             if not finished:
                 busy = sorted({t.worker.name for t in self.in_flight.values()})
                 msg = (
@@ -311,4 +335,6 @@ class _Run:
     def _progress(self, result: RunResult) -> None:
         self.done += 1
         if self.on_progress is not None:
-            self.on_progress(Progress(self.done, self.total, len(result.failed), dict(self.per_worker)))
+            self.on_progress(
+                Progress(self.done, self.total, len(result.failed), dict(self.per_worker))
+            )

@@ -39,12 +39,14 @@ class Identity:
 
 def identity() -> Identity:
     """This process's identity."""
-    return Identity(_label, socket.gethostname(), os.getpid(), platform.python_version(), __version__)
+    return Identity(
+        _label, socket.gethostname(), os.getpid(), platform.python_version(), __version__
+    )
 
 
 def set_label(label: str, *, only_if_unset: bool = False) -> Identity:
     """Name this engine `label` (it then draws `label@host`); returns the new identity."""
-    global _label  # noqa: PLW0603 - the engine's name is process-wide state by nature
+    global _label
     if not (only_if_unset and _label):
         _label = label
     return identity()
@@ -112,4 +114,3 @@ class EngineTask:
 
     def __call__(self, *args, **kwargs):
         return globals()[self.name](*args, **kwargs)
-

@@ -21,7 +21,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         with tmp.open("xb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
+        tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -44,7 +44,11 @@ def write_manifest(path: Path, entries: Iterable[ManifestEntry]) -> Path:
     path = Path(path)
     base = path.parent
     rows = [
-        {"source": relative_to(e.source, base), "output": relative_to(e.output, base), "worker": e.worker}
+        {
+            "source": relative_to(e.source, base),
+            "output": relative_to(e.output, base),
+            "worker": e.worker,
+        }
         for e in entries
     ]
     atomic_write(path, (json.dumps(rows, indent=1) + "\n").encode())
@@ -55,7 +59,10 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
     """The entries of a manifest, with paths made absolute against its folder."""
     path = Path(path)
     rows = json.loads(path.read_text())
-    return [ManifestEntry(path.parent / r["source"], path.parent / r["output"], r["worker"]) for r in rows]
+    return [
+        ManifestEntry(path.parent / r["source"], path.parent / r["output"], r["worker"])
+        for r in rows
+    ]
 
 
 def relative_to(path: Path, base: Path) -> str:

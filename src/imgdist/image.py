@@ -25,9 +25,7 @@ def threshold_and_label(image: np.ndarray, label: str) -> np.ndarray:
     """
     _, out = cv2.threshold(image, THRESHOLD, MAX_VALUE, cv2.THRESH_BINARY)
     out = np.ascontiguousarray(out)
-    cv2.putText(
-        out, label, LABEL_ORIGIN, LABEL_FONT, LABEL_SCALE, LABEL_COLOUR, LABEL_THICKNESS
-    )
+    cv2.putText(out, label, LABEL_ORIGIN, LABEL_FONT, LABEL_SCALE, LABEL_COLOUR, LABEL_THICKNESS)
     return out
 
 

@@ -9,7 +9,9 @@ from imgdist.errors import ImgdistError
 from imgdist.params import PREFIX
 
 
-def execute(notebook: Path, output: Path, *, parameters: dict | None = None, timeout_s: float = 600.0) -> Path:
+def execute(
+    notebook: Path, output: Path, *, parameters: dict | None = None, timeout_s: float = 600.0
+) -> Path:
     """Run `notebook` top to bottom in a fresh kernel and save the executed copy as `output`."""
     import nbformat
     from nbclient import NotebookClient
@@ -23,8 +25,12 @@ def execute(notebook: Path, output: Path, *, parameters: dict | None = None, tim
     saved = dict(os.environ)
     os.environ.update({PREFIX + k.upper(): str(v) for k, v in (parameters or {}).items()})
     try:
-        client = NotebookClient(nb, timeout=timeout_s, kernel_name="python3",
-                                resources={"metadata": {"path": str(notebook.parent)}})
+        client = NotebookClient(
+            nb,
+            timeout=timeout_s,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(notebook.parent)}},
+        )
         try:
             client.execute()
         except CellExecutionError as exc:
@@ -46,7 +52,9 @@ def execute_main(notebook: Path, out_dir: Path, *, timeout_s: float = 600.0) -> 
     from imgdist.render import bench_table_text
 
     out_dir = Path(out_dir).resolve()
-    executed = execute(notebook, out_dir / "main.ipynb", parameters={"out_dir": out_dir}, timeout_s=timeout_s)
+    executed = execute(
+        notebook, out_dir / "main.ipynb", parameters={"out_dir": out_dir}, timeout_s=timeout_s
+    )
     report = BenchReport.load(out_dir / "bench.json")
     print(bench_table_text(report))
     print()

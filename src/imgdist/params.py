@@ -28,8 +28,11 @@ class Parameters:
             raise AttributeError(name) from None
 
     def __repr__(self) -> str:
-        lines = [f"{name} = {value!r}" + ("   (from $" + PREFIX + name.upper() + ")" if name in self.overridden else "")
-                 for name, value in self.values.items()]
+        lines = [
+            f"{name} = {value!r}"
+            + ("   (from $" + PREFIX + name.upper() + ")" if name in self.overridden else "")
+            for name, value in self.values.items()
+        ]
         return "\n".join(lines)
 
 

@@ -50,7 +50,11 @@ def get_portrait(
         target = dest_dir / source.name
         if not target.exists():
             shutil.copyfile(source, target)
-        return Portrait(target, f"matplotlib sample data ({source.name})", decode(read_file(target), target.name))
+        return Portrait(
+            target,
+            f"matplotlib sample data ({source.name})",
+            decode(read_file(target), target.name),
+        )
     data = download(url, timeout_s=timeout_s, max_bytes=max_bytes)
     name = Path(urlparse(url).path).name or "portrait.jpg"
     if "." not in name:
@@ -61,7 +65,9 @@ def get_portrait(
     return Portrait(target, url, pixels)
 
 
-def download(url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+def download(
+    url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S, max_bytes: int = DEFAULT_MAX_BYTES
+) -> bytes:
     """The body of `url`, fetched with `requests` within `timeout_s` and `max_bytes`."""
     import requests
 
@@ -128,4 +134,3 @@ def check_copies(copies: object, maximum: int = MAX_COPIES) -> int:
         msg = f"copies = {number} is out of range; give a number from 1 to {maximum:,}."
         raise ParameterError(msg)
     return number
-

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -50,7 +50,9 @@ class ImageGrid:
         return f"ImageGrid({len(self.captions)} images in {self.columns} columns: {', '.join(self.captions[:3])}...)"
 
 
-def image_grid(images: Sequence[Path | np.ndarray], captions: Sequence[str], *, columns: int = 4) -> ImageGrid:
+def image_grid(
+    images: Sequence[Path | np.ndarray], captions: Sequence[str], *, columns: int = 4
+) -> ImageGrid:
     """Thumbnails of `images` in `columns` columns, each with its caption."""
     thumbnails = []
     for image in images:
@@ -62,8 +64,11 @@ def image_grid(images: Sequence[Path | np.ndarray], captions: Sequence[str], *, 
 def result_grid(result, *, columns: int = 4) -> ImageGrid:
     """The outputs of a run, each captioned with its file and the worker that processed it."""
     entries = result.processed
-    return image_grid([e.output for e in entries], [f"{e.output.name}\n{e.worker}" for e in entries],
-                      columns=columns)
+    return image_grid(
+        [e.output for e in entries],
+        [f"{e.output.name}\n{e.worker}" for e in entries],
+        columns=columns,
+    )
 
 
 def show_image(image: Path | np.ndarray, caption: str = "") -> ImageGrid:
@@ -85,7 +90,9 @@ def _ms(seconds: float) -> str:
 def bench_table_text(report: BenchReport, *, baseline: str | None = None) -> str:
     """The table and comparison as Benchee prints them; with `baseline`, a speed-up column too."""
     width = max(len(c.name) for c in report.cases) + 2
-    header = f"{'Name':<{width}}{'ips':>10}{'average':>14}{'deviation':>12}{'median':>14}{'99th %':>14}"
+    header = (
+        f"{'Name':<{width}}{'ips':>10}{'average':>14}{'deviation':>12}{'median':>14}{'99th %':>14}"
+    )
     if baseline:
         header += f"{'speed-up':>10}"
     lines = [header]
@@ -116,8 +123,15 @@ def bench_table_html(report: BenchReport, *, baseline: str | None = None) -> str
     for case in report.cases:
         entry = ranked[case.name]
         comparison = "fastest" if entry.slower_by <= 1.0 else f"{entry.slower_by:.2f}x slower"
-        cells = [case.name, f"{case.ips:.2f}", _ms(case.average_s), f"±{case.deviation_pct:.2f}%",
-                 _ms(case.median_s), _ms(case.p99_s), comparison]
+        cells = [
+            case.name,
+            f"{case.ips:.2f}",
+            _ms(case.average_s),
+            f"±{case.deviation_pct:.2f}%",
+            _ms(case.median_s),
+            _ms(case.p99_s),
+            comparison,
+        ]
         if baseline:
             cells.append(f"{report.speedup(case.name, baseline):.2f}x")
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
@@ -125,7 +139,9 @@ def bench_table_html(report: BenchReport, *, baseline: str | None = None) -> str
     return f'<table class="imgdist-bench">{head}{"".join(rows)}</table>'
 
 
-def bench_chart(report: BenchReport, *, title: str = "32 portraits, file to file", baseline: str | None = None):
+def bench_chart(
+    report: BenchReport, *, title: str = "32 portraits, file to file", baseline: str | None = None
+):
     """A bar chart of median time per case, with min-max error bars and speed-up labels."""
     import matplotlib.pyplot as plt
 
@@ -138,8 +154,15 @@ def bench_chart(report: BenchReport, *, title: str = "32 portraits, file to file
     bars = ax.bar(names, medians, yerr=[low, high], capsize=4, color="#4c78a8")
     for bar, case in zip(bars, report.cases, strict=True):
         label = f"{report.speedup(case.name, reference):.2f}x"
-        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    xytext=(0, 3), textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     ax.set_ylabel("median time per run (ms)")
     ax.set_title(f"{title} (labels: speed-up vs {reference})")
     ax.tick_params(axis="x", labelrotation=30)

@@ -44,7 +44,11 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(
+                sorted(
+                    p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
         elif path.exists():
             found.append(path)
         else:
@@ -56,8 +60,13 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     return found
 
 
-def open_cluster(*, local: int = 0, connection: str = "", timeout_s: float = 60.0,
-                 controller_ip: str = "127.0.0.1") -> Cluster:
+def open_cluster(
+    *,
+    local: int = 0,
+    connection: str = "",
+    timeout_s: float = 60.0,
+    controller_ip: str = "127.0.0.1",
+) -> Cluster:
     """Start `local` engines here, or connect to the cluster named by `connection`."""
     if local and connection:
         msg = f"both local={local} and connection={connection!r} given; choose one."
@@ -88,7 +97,9 @@ def speed_comparison(
     """Benchee-style timing of the job on the first 1, 2, 4 workers: the default flow, and the seed's."""
     counts = [n for n in counts if n <= len(workers)]
     if not counts:
-        msg = f"no worker counts to compare with {len(workers)} workers; connect at least one worker."
+        msg = (
+            f"no worker counts to compare with {len(workers)} workers; connect at least one worker."
+        )
         raise ParameterError(msg)
     scratch_dir = Path(tempfile.mkdtemp(prefix="imgdist-bench-", dir=scratch))
     cases = {}
@@ -97,13 +108,25 @@ def speed_comparison(
         modes.append(("seed: ", "pixels", "round-robin"))
     for prefix, transport, schedule in modes:
         for n in counts:
+
             def case(n=n, transport=transport, schedule=schedule):
-                result = distribute(workers[:n], sources, out_dir=scratch_dir, transport=transport, schedule=schedule)
+                result = distribute(
+                    workers[:n],
+                    sources,
+                    out_dir=scratch_dir,
+                    transport=transport,
+                    schedule=schedule,
+                )
                 if not result.ok:
                     raise ImageError(result.summary())
+
             cases[f"{prefix}{worker_count_label(n)}"] = case
     try:
-        return measure(cases, runs=runs, warmup_runs=warmup_runs,
-                       params={"images": len(sources), "workers": [w.name for w in workers]})
+        return measure(
+            cases,
+            runs=runs,
+            warmup_runs=warmup_runs,
+            params={"images": len(sources), "workers": [w.name for w in workers]},
+        )
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)

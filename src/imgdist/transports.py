@@ -35,7 +35,9 @@ def check_transport(transport: str) -> str:
     return transport
 
 
-def prepare(transport: str, item: Item, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[tuple, bytes]:
+def prepare(
+    transport: str, item: Item, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> tuple[tuple, bytes]:
     """(meta, payload) to send for `item`; raises ImageError when main cannot read it."""
     if transport == "pixels":
         image = decode(read_file(item.source), str(item.source), max_pixels=max_pixels)

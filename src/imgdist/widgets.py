@@ -31,8 +31,12 @@ class WorkerForm:
         self.connections = Connections(cluster)
         padded = [*names, *[""] * boxes][:boxes]
         self.boxes = [
-            w.Text(value=name, description=f"Worker {i}", placeholder=f"worker{i}@host",
-                   layout=w.Layout(width="420px"))
+            w.Text(
+                value=name,
+                description=f"Worker {i}",
+                placeholder=f"worker{i}@host",
+                layout=w.Layout(width="420px"),
+            )
             for i, name in enumerate(padded, start=1)
         ]
         self.connect_button = w.Button(description="Connect", button_style="primary", icon="plug")
@@ -41,12 +45,14 @@ class WorkerForm:
         self.message = w.HTML()
         self.connect_button.on_click(lambda _: self._safely(self.connect))
         self.disconnect_button.on_click(lambda _: self._safely(self.disconnect))
-        self.widget = w.VBox([
-            *self.boxes,
-            w.HBox([self.connect_button, self.disconnect_button]),
-            self.connected,
-            self.message,
-        ])
+        self.widget = w.VBox(
+            [
+                *self.boxes,
+                w.HBox([self.connect_button, self.disconnect_button]),
+                self.connected,
+                self.message,
+            ]
+        )
         self._refresh()
 
     def _ipython_display_(self) -> None:
@@ -93,10 +99,17 @@ class WorkerLauncher:
     """The worker notebook's form: connection info, a label, Start and Stop, and the engine's status."""
 
     def __init__(self, *, connection_path: str = "", label: str = "worker1") -> None:
-        self.path_box = w.Text(value=connection_path, description="File",
-                               placeholder="path to ipcontroller-*-engine.json", layout=w.Layout(width="520px"))
-        self.paste_box = w.Password(description="or paste", placeholder="the file's contents (never shown)",
-                                    layout=w.Layout(width="520px"))
+        self.path_box = w.Text(
+            value=connection_path,
+            description="File",
+            placeholder="path to ipcontroller-*-engine.json",
+            layout=w.Layout(width="520px"),
+        )
+        self.paste_box = w.Password(
+            description="or paste",
+            placeholder="the file's contents (never shown)",
+            layout=w.Layout(width="520px"),
+        )
         self.label_box = w.Text(value=label, description="Label")
         self.start_button = w.Button(description="Start", button_style="primary", icon="play")
         self.stop_button = w.Button(description="Stop", icon="stop")
@@ -105,8 +118,16 @@ class WorkerLauncher:
         self.engine: WorkerEngine | None = None
         self.start_button.on_click(lambda _: self._safely(self.start))
         self.stop_button.on_click(lambda _: self._safely(self.stop))
-        self.widget = w.VBox([self.path_box, self.paste_box, self.label_box,
-                              w.HBox([self.start_button, self.stop_button]), self.name, self.status_line])
+        self.widget = w.VBox(
+            [
+                self.path_box,
+                self.paste_box,
+                self.label_box,
+                w.HBox([self.start_button, self.stop_button]),
+                self.name,
+                self.status_line,
+            ]
+        )
         self.refresh()
 
     def _ipython_display_(self) -> None:
@@ -154,8 +175,10 @@ class WorkerLauncher:
         if self.engine is None:
             self.name.value = ""
         else:
-            self.name.value = (f"<b>Worker name</b> (type it into the main notebook): "
-                               f"<code>{html.escape(self.engine.name)}</code>")
+            self.name.value = (
+                f"<b>Worker name</b> (type it into the main notebook): "
+                f"<code>{html.escape(self.engine.name)}</code>"
+            )
         self.status_line.value = _message("info", f"Engine: {self.status()}")
 
     def _safely(self, action) -> None:
@@ -163,4 +186,3 @@ class WorkerLauncher:
             action()
         except ImgdistError as exc:
             self.status_line.value = _message("error", str(exc))
-

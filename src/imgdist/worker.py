@@ -93,19 +93,43 @@ class WorkerEngine:
         self.stop_requested = False
 
     @classmethod
-    def start(cls, connection: str | Path, label: str, *, work_dir: Path | None = None,
-              extra_args: list[str] | None = None) -> WorkerEngine:
+    def start(
+        cls,
+        connection: str | Path,
+        label: str,
+        *,
+        work_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> WorkerEngine:
         """Start an engine for the controller in `connection` (a path, or the file's JSON text)."""
         name = worker_name(label)
-        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix=f"imgdist-{check_label(label)}-"))
-        (work / "profile").mkdir(parents=True, exist_ok=True)  # ipengine exits if its profile dir is missing
+        work = (
+            Path(work_dir)
+            if work_dir
+            else Path(tempfile.mkdtemp(prefix=f"imgdist-{check_label(label)}-"))
+        )
+        (work / "profile").mkdir(
+            parents=True, exist_ok=True
+        )  # ipengine exits if its profile dir is missing
         conn = connection_file(connection, work)
         env = dict(os.environ, **{LABEL_ENV: check_label(label)})
-        command = [sys.executable, "-m", "ipyparallel.engine", f"--file={conn}",
-                   f"--profile-dir={work / 'profile'}", *(extra_args or [])]
+        command = [
+            sys.executable,
+            "-m",
+            "ipyparallel.engine",
+            f"--file={conn}",
+            f"--profile-dir={work / 'profile'}",
+            *(extra_args or []),
+        ]
         with (work / "engine.log").open("ab") as log:
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         engine = cls(process, name, work)
         # The engine lives in its own session (so it and its nanny stop together); stop it
         # when this process ends, so a closed notebook leaves no engine behind.
@@ -126,7 +150,9 @@ class WorkerEngine:
         match = _REGISTERED.search(log)
         engine_id = int(match.group(1)) if match else None
         if code is not None:
-            return WorkerStatus(self.name, f"exited with code {code}", self.process.pid, engine_id, self.log_tail(3))
+            return WorkerStatus(
+                self.name, f"exited with code {code}", self.process.pid, engine_id, self.log_tail(3)
+            )
         if match:
             return WorkerStatus(self.name, "registered", self.process.pid, engine_id, "")
         return WorkerStatus(self.name, "starting", self.process.pid, None, self.log_tail(1))

@@ -23,7 +23,12 @@ def check_names(typed: Sequence[str]) -> list[str]:
         if not name:
             msg = f"worker {position} is empty; type a worker name such as 'worker{position}@host'."
             raise WorkerNameError(msg)
-        if any(ch.isspace() for ch in name) or name.count("@") != 1 or name.startswith("@") or name.endswith("@"):
+        if (
+            any(ch.isspace() for ch in name)
+            or name.count("@") != 1
+            or name.startswith("@")
+            or name.endswith("@")
+        ):
             msg = f"worker {position} is {name!r}; a worker name is 'label@host' with no spaces, e.g. 'worker1@lab-pc'."
             raise WorkerNameError(msg)
         if name in names:
@@ -41,7 +46,9 @@ def non_ascii_note(name: str) -> str:
     return f"{name!r} has non-ASCII characters; OpenCV's Hershey font will draw it as {drawn!r}."
 
 
-def resolve(cluster: Cluster, typed: Sequence[str], *, known: Iterable[Worker] | None = None) -> list[Worker]:
+def resolve(
+    cluster: Cluster, typed: Sequence[str], *, known: Iterable[Worker] | None = None
+) -> list[Worker]:
     """The workers named by `typed`, in order, or WorkerNameError listing the names that exist."""
     names = check_names(typed)
     by_name = {w.name: w for w in (known if known is not None else cluster.workers())}
