@@ -36,3 +36,6 @@ lint: venv
 
 clean:
 	rm -rf $(OUT) .pytest_cache .ruff_cache
+
+bench: venv
+	$(BIN)/imgdist bench --runs 10 --json $(OUT)/bench-suite.json --plot $(OUT)/bench-suite.png

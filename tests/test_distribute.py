@@ -152,7 +152,7 @@ def test_parameter_errors(workers, copies):
     """Unknown transport or schedule, or no workers, are refused with the choices."""
     with pytest.raises(
         ParameterError,
-        match=r"transport 'carrier-pigeon' is unknown; choose one of pixels, encoded, path",
+        match=r"transport .carrier-pigeon. is unknown; choose one of auto, pixels, encoded, path",
     ):
         distribute(workers, copies, transport="carrier-pigeon")
     with pytest.raises(
@@ -161,3 +161,21 @@ def test_parameter_errors(workers, copies):
         distribute(workers, copies, schedule="random")
     with pytest.raises(ParameterError, match="no workers given"):
         distribute([], copies)
+
+
+def test_auto_transport_uses_the_shared_disk(workers, copies, tmp_path):
+    """On one machine the default transport is `path`: engines see the main's files."""
+    result = distribute(workers[:2], copies[:4], out_dir=tmp_path / "out")
+    assert result.transport == "path"
+    assert result.schedule == "balanced"
+    assert not list((tmp_path / "out").glob(".imgdist-*"))
+
+
+def test_streamed_inputs_are_processed_in_order(workers, copies, tmp_path):
+    """A generator of inputs (length unknown) is consumed lazily and the manifest keeps input order."""
+    for transport in ("encoded", "path"):
+        result = distribute(
+            workers, (p for p in copies), out_dir=tmp_path / transport, transport=transport
+        )
+        assert [e.source for e in result.processed] == copies
+        assert len(set(result.per_worker())) >= 2

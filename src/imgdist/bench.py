@@ -138,8 +138,13 @@ def measure(
     warmup_runs: int = 1,
     params: dict | None = None,
     on_sample: Callable[[str, int, float], None] | None = None,
+    settle_s: float = 0.0,
 ) -> BenchReport:
-    """Time each case `runs` times after `warmup_runs`, interleaving the cases run by run."""
+    """Time each case `runs` times after `warmup_runs`, interleaving the cases run by run.
+
+    `settle_s` is a pause before each timed run, so work a case leaves behind (dask's
+    workers tidy up for tens of ms after a gather) is not charged to the next case.
+    """
     if runs < 1 or warmup_runs < 0:
         msg = f"runs = {runs}, warmup_runs = {warmup_runs}; give runs >= 1 and warmup_runs >= 0."
         raise ParameterError(msg)
@@ -152,11 +157,13 @@ def measure(
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for run in range(runs):
         for name, function in cases.items():
+            if settle_s:
+                time.sleep(settle_s)
             started = time.perf_counter()
             function()
             elapsed = time.perf_counter() - started
             samples[name].append(elapsed)
             if on_sample is not None:
                 on_sample(name, run, elapsed)
-    merged = {"runs": runs, "warmup_runs": warmup_runs, **(params or {})}
+    merged = {"runs": runs, "warmup_runs": warmup_runs, "settle_s": settle_s, **(params or {})}
     return BenchReport([CaseStats.of(n, s) for n, s in samples.items()], merged, machine_info())

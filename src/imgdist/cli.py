@@ -8,8 +8,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from imgdist.benchsuite import ALL_CASES
 from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, SCHEDULES, distribute
-from imgdist.errors import ImgdistError, RunError
+from imgdist.errors import ImgdistError, ParameterError, RunError
 from imgdist.transports import TRANSPORTS
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -96,6 +97,40 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for registration (default: 30)",
     )
 
+    bench = sub.add_parser(
+        "bench",
+        help="benchmark imgdist's flows against local and the peers",
+        description="Benchee-style, interleaved runs of the same file-to-file job: local, "
+        "seed/1,2,4 (the Livebook's flow), fast/1,2,4 (the defaults), "
+        "multiprocessing, process-pool and dask.",
+    )
+    bench.add_argument(
+        "--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)"
+    )
+    bench.add_argument(
+        "--size", default="", metavar="WxH", help="rescale the portrait (default: its own size)"
+    )
+    bench.add_argument(
+        "--runs", type=int, default=10, metavar="N", help="measured runs per case (default: 10)"
+    )
+    bench.add_argument(
+        "--warmup", type=int, default=2, metavar="N", help="warm-up runs per case (default: 2)"
+    )
+    bench.add_argument(
+        "--cases",
+        default=",".join(ALL_CASES),
+        metavar="NAME[,NAME...]",
+        help=f"cases to run (default: all: {','.join(ALL_CASES)})",
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
+    bench.add_argument("--plot", type=Path, metavar="FILE", help="write the chart as PNG")
+    bench.add_argument(
+        "--scaling",
+        default="",
+        metavar="N[,N...]",
+        help="instead: fast/2 on each number of images; time per image and main's peak RSS",
+    )
+
     notebook = sub.add_parser(
         "notebook", help="execute notebooks/main.ipynb headless into an output folder"
     )
@@ -111,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        return {"run": _run, "worker": _worker, "notebook": _notebook}[args.command](args)
+        commands = {"run": _run, "worker": _worker, "bench": _bench, "notebook": _notebook}
+        return commands[args.command](args)
     except ImgdistError as exc:
         print(f"imgdist: error: {exc}", file=sys.stderr)
         return EXIT_USAGE if not isinstance(exc, RunError) else EXIT_FAILED
@@ -187,6 +223,42 @@ def _worker(args: argparse.Namespace) -> int:
         f"Worker {engine.name}'s engine exited with code {code}; its log ends:\n{engine.log_tail()}"
     )
     return EXIT_FAILED
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from imgdist.benchsuite import parse_size, run_bench, run_scaling
+    from imgdist.render import bench_chart, bench_table_text, scaling_table_text
+
+    if args.scaling:
+        counts = [_whole(n, "--scaling") for n in args.scaling.split(",") if n.strip()]
+        print(scaling_table_text(run_scaling(counts)))
+        return EXIT_OK
+    names = [n.strip() for n in args.cases.split(",") if n.strip()]
+    size = parse_size(args.size)
+    print(
+        f"Benchmarking {len(names)} cases on {args.images} images, {args.runs} runs each ...",
+        flush=True,
+    )
+    report = run_bench(
+        names, n_images=args.images, size=size, runs=args.runs, warmup_runs=args.warmup
+    )
+    baseline = "local" if "local" in names else None
+    print(bench_table_text(report, baseline=baseline))
+    if args.json:
+        report.save(args.json)
+        print(f"JSON: {args.json}")
+    if args.plot:
+        title = f"{args.images} portraits ({report.params['size']}), file to file"
+        bench_chart(report, title=title, baseline=baseline).savefig(args.plot, dpi=100)
+        print(f"Chart: {args.plot}")
+    return EXIT_OK
+
+
+def _whole(text: str, option: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        msg = f"{option} takes whole numbers of at least 1; {text!r} is not one."
+        raise ParameterError(msg)
+    return int(text)
 
 
 def _notebook(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ class Cluster:
         self._client = client
         self._local = local
         self._views: dict[int, ipp.DirectView] = {}
+        self._sees: dict[tuple[int, str], bool] = {}
         self.source = source
 
     # ----- starting and connecting -------------------------------------------------------
@@ -184,7 +185,10 @@ class Cluster:
         return self._view(worker.engine_id).apply_async(EngineTask(function), *args, **kwargs)
 
     def outcome(self, future: cf.Future, worker: Worker):
-        """The value of a finished future; WorkerLostError if its engine died."""
+        """The value of a finished future; WorkerLostError if its engine died.
+
+        The client's caches of the result are cleared, so a long run does not grow the main's memory.
+        """
         try:
             return future.get(timeout=0)
         except ipp_error.RemoteError as exc:
@@ -192,6 +196,23 @@ class Cluster:
                 msg = f"worker {worker.name} (engine {worker.engine_id}, pid {worker.pid}) died while holding work"
                 raise WorkerLostError(msg) from None
             raise
+        finally:
+            with contextlib.suppress(Exception):
+                self._client.purge_local_results(jobs=[future])
+
+    def all_see(self, workers: list[Worker], probe: Path, token: str) -> bool:
+        """Whether every worker reads `token` in the file `probe` (shares this file system).
+
+        The answer is remembered per engine and folder, so repeated runs do not ask again.
+        """
+        key = str(Path(probe).parent)
+        unknown = [w for w in workers if (w.engine_id, key) not in self._sees]
+        futures = {w: self.submit(w, "sees", str(probe), token) for w in unknown}
+        cf.wait(list(futures.values()), timeout=DEFAULT_ANSWER_TIMEOUT_S)
+        for worker, future in futures.items():
+            seen = future.done() and future.exception() is None and future.get(timeout=0)
+            self._sees[(worker.engine_id, key)] = bool(seen)
+        return all(self._sees[(w.engine_id, key)] for w in workers)
 
     def is_registered(self, worker: Worker) -> bool:
         """Whether the controller still counts `worker`'s engine."""

@@ -19,9 +19,6 @@ from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
 from imgdist.files import atomic_write
 from imgdist.image import Wire, process_image, threshold_and_label, to_wire
 
-# One image per core is the unit of parallelism: OpenCV's own threads would only contend.
-cv2.setNumThreads(1)
-
 LABEL_ENV = "IMGDIST_WORKER_LABEL"
 _label: str | None = os.environ.get(LABEL_ENV) or None
 
@@ -65,6 +62,7 @@ def process_batch(
     Returns a flat list `[worker, errors, out_metas, *out_payloads]` (flat so ipyparallel
     sends each payload as its own zero-copy buffer); `errors` maps batch position to message.
     """
+    _one_thread()
     worker = worker_name()
     errors: dict[int, str] = {}
     out_metas: list = []
@@ -97,10 +95,65 @@ def _encoded_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> 
 
 
 def _path_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
-    source, output = (Path(p) for p in meta)
-    out = threshold_and_label(decode(read_file(source), str(source), max_pixels=max_pixels), worker)
-    atomic_write(output, encode(out, output.suffix))
+    source, output = meta
+    process_file(source, output, worker, max_pixels=max_pixels)
     return None, b""
+
+
+def process_file(
+    source: str | Path, output: str | Path, label: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> None:
+    """The whole job for one file: read, decode, threshold and label, encode, write atomically."""
+    output = Path(output)
+    image = decode(read_file(Path(source)), str(source), max_pixels=max_pixels)
+    atomic_write(output, encode(threshold_and_label(image, label), output.suffix))
+
+
+def process_claimed(
+    items: list[tuple[int, str, str]],
+    claims_dir: str,
+    start: int = 0,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> list:
+    """Process every item this engine claims first, on a file system shared with the main.
+
+    All engines get the same list; each claims an image by creating `claims_dir/<index>`
+    exclusively, so the images are shared out with one message per engine and a slow engine
+    simply claims fewer. Engines start at different `start` offsets to avoid contending.
+    Returns `[worker, done_indexes, errors]`.
+    """
+    _one_thread()
+    worker = worker_name()
+    done: list[int] = []
+    errors: dict[int, str] = {}
+    for offset in range(len(items)):
+        index, source, output = items[(start + offset) % len(items)]
+        try:
+            os.close(os.open(Path(claims_dir) / str(index), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        try:
+            process_file(source, output, worker, max_pixels=max_pixels)
+        except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
+            errors[index] = str(exc) or type(exc).__name__
+            continue
+        done.append(index)
+    return [worker, done, errors]
+
+
+def sees(path: str, token: str) -> bool:
+    """Whether this engine reads `token` in `path`: it shares the main's file system."""
+    try:
+        return Path(path).read_text() == token
+    except OSError:
+        return False
+
+
+def _one_thread() -> None:
+    # One image per core is the unit of parallelism: OpenCV's own threads would only contend.
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
 
 
 _STEPS = {"pixels": _pixels_step, "encoded": _encoded_step, "path": _path_step}

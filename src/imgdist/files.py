@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -25,6 +26,13 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_partial(path: Path) -> None:
+    """Remove temporary files that an interrupted `atomic_write` of `path` left behind."""
+    path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        leftover.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -72,3 +80,37 @@ def relative_to(path: Path, base: Path) -> str:
         return path.relative_to(base).as_posix()
     except ValueError:
         return path.as_posix()
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a run: its position in the input, its source and where its output goes."""
+
+    index: int
+    source: Path
+    output: Path
+
+
+class OutputPlan:
+    """Names each input's output: `<stem>_processed<ext>`, never an input, never the same twice.
+
+    Outputs go to `out_dir`, or beside their source when it is None (as in the Livebook).
+    """
+
+    def __init__(self, out_dir: Path | None) -> None:
+        self.out_dir = Path(out_dir).resolve() if out_dir is not None else None
+        self._taken: set[Path] = set()
+
+    def item(self, index: int, source: Path) -> Item:
+        """The next input's Item."""
+        source = Path(source)
+        folder = self.out_dir or source.resolve().parent
+        stem, suffix = source.stem, source.suffix
+        self._taken.add(source.resolve())
+        output = folder / f"{stem}_processed{suffix}"
+        counter = 2
+        while output in self._taken:
+            output = folder / f"{stem}_{counter}_processed{suffix}"
+            counter += 1
+        self._taken.add(output)
+        return Item(index, source, output)

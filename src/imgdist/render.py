@@ -169,3 +169,19 @@ def bench_chart(
     figure.tight_layout()
     plt.close(figure)
     return figure
+
+
+def scaling_table_text(points) -> str:
+    """The scaling run as a table: images, median time, time per image, main's peak RSS."""
+    lines = [f"{'images':>8}{'median':>12}{'per image':>12}{'main peak RSS':>16}"]
+    for p in points:
+        lines.append(
+            f"{p.images:>8}{p.median_s * 1000:>10.1f}ms{p.per_image_ms:>10.3f}ms{p.peak_rss_mb:>13.1f} MB"
+        )
+    if len(points) > 1:
+        first, last = points[0], points[-1]
+        lines.append(
+            f"time per image {last.images} vs {first.images}: {last.per_image_ms / first.per_image_ms:.2f}x; "
+            f"peak RSS growth: {last.peak_rss_mb - first.peak_rss_mb:+.1f} MB"
+        )
+    return "\n".join(lines)

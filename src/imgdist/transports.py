@@ -3,32 +3,23 @@
 - `pixels` (the Livebook's): main decodes, sends (dtype, shape, bytes); gets pixels back and encodes.
 - `encoded`: main sends the file's bytes; the engine decodes, processes, encodes; main writes the bytes.
 - `path`: a shared file system; only names cross the wire and engines read and write the files.
+- `auto` (default): `path` when every worker sees the output folder, else `encoded`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
 from imgdist.errors import ParameterError
-from imgdist.files import atomic_write
+from imgdist.files import Item, atomic_write
 from imgdist.image import Wire, from_wire, to_wire
 
-TRANSPORTS = ("pixels", "encoded", "path")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One image of a run: its position in the input, its source and where its output goes."""
-
-    index: int
-    source: Path
-    output: Path
+TRANSPORTS = ("auto", "pixels", "encoded", "path")
 
 
 def check_transport(transport: str) -> str:
-    """`transport` if known, else a ParameterError listing the choices."""
+    """`transport` if known, else a ParameterError listing the choices ('auto' picks one per run)."""
     if transport not in TRANSPORTS:
         msg = f"transport {transport!r} is unknown; choose one of {', '.join(TRANSPORTS)}."
         raise ParameterError(msg)

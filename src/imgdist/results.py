@@ -1,0 +1,65 @@
+"""What a run reports: progress while it runs, and the result when it ends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgdist.files import ManifestEntry
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is: images done (processed or failed) of total, and per-worker counts."""
+
+    done: int
+    total: int | None
+    failed: int
+    per_worker: dict[str, int]
+
+
+@dataclass
+class RunResult:
+    """What a run did: outputs in input order, who made each, what failed, which workers were lost."""
+
+    transport: str
+    schedule: str
+    processed: list[ManifestEntry] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    lost_workers: list[str] = field(default_factory=list)
+    redone: list[Path] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def outputs(self) -> list[Path]:
+        """The processed files, in input order (what the Livebook's `distribute` returns)."""
+        return [entry.output for entry in self.processed]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every image was processed."""
+        return not self.failed
+
+    def per_worker(self) -> dict[str, int]:
+        """How many images each worker processed."""
+        counts: dict[str, int] = {}
+        for entry in self.processed:
+            counts[entry.worker] = counts.get(entry.worker, 0) + 1
+        return counts
+
+    def summary(self) -> str:
+        """A few lines for a person: counts, time, workers, failures and redone work."""
+        lines = [
+            (
+                f"{len(self.processed)} images processed, {len(self.failed)} failed, "
+                f"in {self.elapsed_s:.2f} s ({self.transport} transport, {self.schedule} schedule)."
+            )
+        ]
+        lines += [f"  {name}: {count}" for name, count in sorted(self.per_worker().items())]
+        if self.lost_workers:
+            lines.append(
+                f"Workers lost during the run: {', '.join(self.lost_workers)}; "
+                f"{len(self.redone)} images redone on the others."
+            )
+        lines += [f"FAILED {source}: {reason}" for source, reason in self.failed]
+        return "\n".join(lines)

@@ -1,0 +1,314 @@
+"""How images are shared out among workers while a run streams through its inputs.
+
+- `BatchRun`: batches that carry their images (any transport). `round-robin` is the
+  Livebook's: one image per message, worker after worker, up to 4 in flight. `balanced`
+  sends guided batches (large first, smaller towards the end), two in flight per worker, so
+  per-message overhead is amortised and a slow worker holds back only a small batch.
+- `ClaimRun`: `path` transport with `balanced` schedule. Every worker gets the same window
+  of names in one message and claims images one by one on the shared disk, so there is one
+  message per worker per window and perfect balance.
+
+Both resubmit the work of a worker that dies to the workers still alive.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import math
+import shutil
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgdist.cluster import Cluster, Worker
+from imgdist.errors import ImgdistError, RunError, WorkerLostError
+from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial
+from imgdist.results import Progress, RunResult
+from imgdist.transports import finish, prepare
+
+SEED_IN_FLIGHT = 4  # the Livebook's Flow: stages: 4, max_demand: 1
+BATCHES_IN_FLIGHT_PER_WORKER = 2
+MAX_BATCH = 64
+CLAIM_WINDOW = 1024
+PROGRESS_POLL_S = 0.25
+
+
+class _Run:
+    """What every schedule shares: the input feed, retries, outcomes and progress."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        workers: list[Worker],
+        images: Iterator,
+        plan: OutputPlan,
+        result: RunResult,
+        *,
+        total: int | None,
+        stall_timeout_s: float,
+        max_pixels: int,
+        on_progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.cluster = cluster
+        self.live = list(workers)
+        self.images = images
+        self.plan = plan
+        self.result = result
+        self.total = total
+        self.stall_timeout_s = stall_timeout_s
+        self.max_pixels = max_pixels
+        self.on_progress = on_progress
+        self.retry: deque[Item] = deque()
+        self.taken = 0
+        self.order: dict[Path, int] = {}
+        self.per_worker: dict[str, int] = {}
+
+    def take(self, n: int) -> list[Item]:
+        """Up to `n` items: retried ones first, then new ones read lazily from the input."""
+        items: list[Item] = []
+        while self.retry and len(items) < n:
+            items.append(self.retry.popleft())
+        while len(items) < n:
+            source = next(self.images, None)
+            if source is None:
+                break
+            items.append(self.plan.item(self.taken, Path(source)))
+            self.taken += 1
+        return items
+
+    def remaining(self) -> int | None:
+        """Images not yet handed out, when the total is known."""
+        return None if self.total is None else len(self.retry) + self.total - self.taken
+
+    def lose(self, workers: list[Worker], items: list[Item]) -> None:
+        """`workers` died holding `items`: drop them and queue the items for the others."""
+        for worker in workers:
+            if worker in self.live:
+                self.live.remove(worker)
+                self.result.lost_workers.append(worker.name)
+        for item in items:
+            remove_partial(item.output)
+        self.result.redone.extend(item.source for item in items)
+        self.retry.extendleft(reversed(items))
+        if not self.live:
+            msg = (
+                f"every worker was lost ({', '.join(self.result.lost_workers)}); "
+                f"{len(self.result.processed)} images were finished and kept. Start workers "
+                "again, then run with resume to process the rest."
+            )
+            raise RunError(msg, self.result)
+
+    def succeed(self, item: Item, worker_name: str) -> None:
+        self.order[item.output] = item.index
+        self.result.processed.append(ManifestEntry(item.source, item.output, worker_name))
+        self.per_worker[worker_name] = self.per_worker.get(worker_name, 0) + 1
+        self.progress()
+
+    def fail(self, item: Item, reason: str) -> None:
+        self.result.failed.append((item.source, reason))
+        self.progress()
+
+    def progress(self, done: int | None = None) -> None:
+        if self.on_progress is not None:
+            finished = len(self.result.processed) + len(self.result.failed)
+            self.on_progress(
+                Progress(
+                    done or finished, self.total, len(self.result.failed), dict(self.per_worker)
+                )
+            )
+
+    def stalled(self, waiting_on: list[Worker]) -> RunError:
+        busy = ", ".join(sorted({w.name for w in waiting_on}))
+        msg = (
+            f"no worker answered for {self.stall_timeout_s:g} s (waiting on {busy}); "
+            f"{len(self.result.processed)} images were finished and kept. Check the workers, "
+            "then run again with resume to process only what is missing."
+        )
+        return RunError(msg, self.result)
+
+    def collect(self, future: cf.Future, worker: Worker) -> list | None:
+        """The engine's answer, or None after handling the loss of its worker."""
+        try:
+            return self.cluster.outcome(future, worker)
+        except WorkerLostError:
+            return None
+
+
+@dataclass
+class _Batch:
+    worker: Worker
+    items: list[Item]
+
+
+class BatchRun(_Run):
+    """Batches that carry their images: round-robin (the Livebook's) or guided balanced."""
+
+    def __init__(
+        self, *args, transport: str, schedule: str, batch_size: int | None, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.transport = transport
+        self.schedule = schedule
+        self.batch_size = batch_size
+        self.turn = 0
+        self.in_flight: dict[cf.Future, _Batch] = {}
+
+    def _size(self) -> int:
+        if self.schedule == "round-robin":
+            return 1
+        if self.batch_size:
+            return self.batch_size
+        remaining = self.remaining()
+        if remaining is None:
+            return 8
+        # guided: a share of what is left, so batches shrink as the run nears its end
+        guided = math.ceil(remaining / (2 * BATCHES_IN_FLIGHT_PER_WORKER * len(self.live)))
+        return max(1, min(MAX_BATCH, guided))
+
+    def _load(self, worker: Worker) -> int:
+        return sum(1 for batch in self.in_flight.values() if batch.worker is worker)
+
+    def _next_worker(self) -> Worker | None:
+        if self.schedule == "round-robin":
+            if len(self.in_flight) >= SEED_IN_FLIGHT:
+                return None
+            return self.live[self.turn % len(self.live)]
+        worker = min(self.live, key=self._load)
+        return worker if self._load(worker) < BATCHES_IN_FLIGHT_PER_WORKER else None
+
+    def _fill(self) -> None:
+        while self.live:
+            worker = self._next_worker()
+            if worker is None:
+                return
+            items = self.take(self._size())
+            if not items:
+                return
+            self.turn += 1
+            metas, payloads, sendable = [], [], []
+            for item in items:
+                try:
+                    meta, payload = prepare(self.transport, item, max_pixels=self.max_pixels)
+                except ImgdistError as exc:
+                    self.fail(item, str(exc))
+                    continue
+                metas.append(meta)
+                payloads.append(payload)
+                sendable.append(item)
+            if sendable:
+                args = payloads if self.transport != "path" else []
+                future = self.cluster.submit(
+                    worker,
+                    "process_batch",
+                    self.transport,
+                    metas,
+                    *args,
+                    max_pixels=self.max_pixels,
+                )
+                self.in_flight[future] = _Batch(worker, sendable)
+
+    def execute(self) -> None:
+        """Run until every input is processed or failed."""
+        self._fill()
+        while self.in_flight:
+            finished, _ = cf.wait(
+                list(self.in_flight), timeout=self.stall_timeout_s, return_when=cf.FIRST_COMPLETED
+            )
+            if not finished:
+                raise self.stalled([b.worker for b in self.in_flight.values()])
+            for future in finished:
+                self._answer(future, self.in_flight.pop(future))
+            self._fill()
+
+    def _answer(self, future: cf.Future, batch: _Batch) -> None:
+        answer = self.collect(future, batch.worker)
+        if answer is None:
+            self.lose([batch.worker], batch.items)
+            return
+        worker_name, errors, out_metas, *out_payloads = answer
+        for position, item in enumerate(batch.items):
+            if position in errors:
+                self.fail(item, errors[position])
+                continue
+            try:
+                finish(self.transport, item, out_metas[position], out_payloads[position])
+            except (ImgdistError, OSError) as exc:
+                self.fail(item, str(exc))
+                continue
+            self.succeed(item, worker_name)
+
+
+class ClaimRun(_Run):
+    """`path` + `balanced`: each window of names goes to every worker, which claim images on disk."""
+
+    def execute(self) -> None:
+        """Run window after window until every input is processed or failed."""
+        while self.live:
+            window = self.take(CLAIM_WINDOW)
+            if not window:
+                return
+            self._window(window)
+
+    def _window(self, items: list[Item]) -> None:
+        folder = items[0].output.parent
+        claims = folder / f".imgdist-claims-{uuid.uuid4().hex[:12]}"
+        claims.mkdir(parents=True)
+        try:
+            self._share(items, claims)
+        finally:
+            shutil.rmtree(claims, ignore_errors=True)
+
+    def _share(self, items: list[Item], claims: Path) -> None:
+        by_index = {item.index: item for item in items}
+        names = [(item.index, str(item.source), str(item.output)) for item in items]
+        futures = {
+            self.cluster.submit(
+                worker,
+                "process_claimed",
+                names,
+                str(claims),
+                len(names) * position // len(self.live),
+                max_pixels=self.max_pixels,
+            ): worker
+            for position, worker in enumerate(self.live)
+        }
+        answered: set[int] = set()
+        lost: list[Worker] = []
+        before = len(self.result.processed) + len(self.result.failed)
+        last_answer = time.monotonic()
+        while futures:
+            finished, _ = cf.wait(
+                list(futures), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
+            )
+            if not finished:
+                if time.monotonic() - last_answer > self.stall_timeout_s:
+                    raise self.stalled(list(futures.values()))
+                self.progress(before + _count(claims))
+                continue
+            last_answer = time.monotonic()
+            for future in finished:
+                worker = futures.pop(future)
+                answer = self.collect(future, worker)
+                if answer is None:
+                    lost.append(worker)
+                    continue
+                worker_name, done, errors = answer
+                for index in done:
+                    self.succeed(by_index[index], worker_name)
+                for index, reason in errors.items():
+                    self.fail(by_index[index], reason)
+                answered.update(done)
+                answered.update(errors)
+        if lost:
+            # what a lost worker claimed but never reported goes round again
+            self.lose(lost, [item for item in items if item.index not in answered])
+
+
+def _count(folder: Path) -> int:
+    try:
+        return sum(1 for _ in folder.iterdir())
+    except OSError:
+        return 0
