@@ -1,0 +1,115 @@
+"""`imgdist bench` on a tiny setting: every case runs, the JSON has the documented shape, and every
+mode and peer writes the same pixels (up to the name each one draws)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from imgdist.benchsuite import ALL_CASES, parse_size, start_suite
+from imgdist.errors import ParameterError
+from imgdist.image import threshold_and_label
+
+pytestmark = pytest.mark.integration
+HOST = socket.gethostname()
+
+
+def test_every_case_writes_the_same_pixels(tmp_path):
+    """Each case's outputs equal threshold + the name of the process that drew it, and nothing else."""
+    suite = start_suite(ALL_CASES, n_images=6, size=(160, 120), scratch=tmp_path)
+    try:
+        for function in suite.cases(ALL_CASES).values():
+            function()
+        labels = [w.name for w in suite.workers] + [p.label for p in suite.peers.values()]
+        sources = {s.stem: cv2.imread(str(s)) for s in suite.sources}
+        expected = {
+            (stem, label): threshold_and_label(pixels, label)
+            for stem, pixels in sources.items()
+            for label in labels
+        }
+        for name in ALL_CASES:
+            outputs = sorted(
+                (suite.scratch / "out" / name.replace("/", "-")).glob("*_processed.jpg")
+            )
+            assert len(outputs) == 6, name
+            for output in outputs:
+                stem = output.stem.removesuffix("_processed")
+                written = cv2.imread(str(output))
+                matches = [
+                    label
+                    for label in labels
+                    if np.array_equal(written, reencoded(expected[(stem, label)]))
+                ]
+                assert len(matches) == 1, (name, output.name, matches)
+    finally:
+        suite.close()
+    assert not suite.scratch.exists()
+
+
+def reencoded(pixels: np.ndarray) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", pixels)[1], cv2.IMREAD_COLOR)
+
+
+def test_bench_command_writes_json_and_chart(tmp_path):
+    """`imgdist bench` on 2 tiny images, 2 runs: the table, a JSON report and a PNG chart."""
+    report, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    cases = "local,seed/1,seed/2,fast/1,fast/2,multiprocessing,process-pool,dask"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgdist",
+            "bench",
+            "--images",
+            "2",
+            "--size",
+            "64x48",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--cases",
+            cases,
+            "--json",
+            str(report),
+            "--plot",
+            str(chart),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "speed-up" in done.stdout
+    assert "Comparison:" in done.stdout
+    data = json.loads(report.read_text())
+    assert set(data) == {"cases", "machine", "params"}
+    assert [c["name"] for c in data["cases"]] == cases.split(",")
+    for case in data["cases"]:
+        assert len(case["samples_s"]) == 2
+        assert case["median_s"] > 0
+    assert data["params"]["images"] == 2
+    assert data["params"]["size"] == "64x48"
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("text", ["640", "x480", "0x10", "axb"])
+def test_bad_size(text):
+    """--size must be WIDTHxHEIGHT with positive numbers."""
+    with pytest.raises(ParameterError, match=rf"size '{text}' is not WIDTHxHEIGHT"):
+        parse_size(text)
+
+
+def test_unknown_case(tmp_path):
+    """An unknown case name lists the known ones, before anything starts."""
+    with pytest.raises(
+        ParameterError, match=r"unknown bench cases \['fast/3'\]; choose from local, seed/1"
+    ):
+        start_suite(["fast/3"], n_images=1, scratch=tmp_path)
