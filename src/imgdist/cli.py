@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for engines to start or answer (default: 60)",
     )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep outputs that OUT/manifest.json lists and that still decode; process only the rest",
+    )
 
     worker = sub.add_parser(
         "worker",
@@ -191,6 +196,7 @@ def _run(args: argparse.Namespace) -> int:
                 manifest=out / "manifest.json",
                 transport=args.transport,
                 schedule=args.schedule,
+                resume=args.resume,
             )
         except RunError as exc:
             if exc.result is not None:

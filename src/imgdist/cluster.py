@@ -11,6 +11,7 @@ import concurrent.futures as cf
 import contextlib
 import json
 import logging
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -181,14 +182,31 @@ class Cluster:
 
     # ----- work --------------------------------------------------------------------------
     def submit(self, worker: Worker, function: str, *args, **kwargs) -> cf.Future:
-        """Run `imgdist.engine.<function>(*args, **kwargs)` on `worker`; a Future of its result."""
-        return self._view(worker.engine_id).apply_async(EngineTask(function), *args, **kwargs)
+        """Run `imgdist.engine.<function>(*args, **kwargs)` on `worker`; a Future of its result.
+
+        An engine that is already gone gives a Future failed with WorkerLostError, so callers
+        handle every loss in one place.
+        """
+        if worker.engine_id in self._client.ids:
+            try:
+                return self._view(worker.engine_id).apply_async(
+                    EngineTask(function), *args, **kwargs
+                )
+            except (IndexError, ipp_error.NoEnginesRegistered):
+                pass  # unregistered between the check and the send
+        lost: cf.Future = cf.Future()
+        lost.set_exception(
+            WorkerLostError(f"worker {worker.name} (engine {worker.engine_id}) is gone")
+        )
+        return lost
 
     def outcome(self, future: cf.Future, worker: Worker):
         """The value of a finished future; WorkerLostError if its engine died.
 
         The client's caches of the result are cleared, so a long run does not grow the main's memory.
         """
+        if not isinstance(future, ipp.AsyncResult):
+            return future.result(timeout=0)  # raises the WorkerLostError that `submit` set
         try:
             return future.get(timeout=0)
         except ipp_error.RemoteError as exc:
@@ -214,6 +232,26 @@ class Cluster:
             self._sees[(worker.engine_id, key)] = bool(seen)
         return all(self._sees[(w.engine_id, key)] for w in workers)
 
+    def controller_address(self) -> tuple[str, int]:
+        """(host, port) of the controller's registration socket."""
+        config = self._client._config
+        registration = str(config["registration"])  # a port, or by now the URL 'tcp://host:port'
+        if registration.isdigit():
+            return str(config.get("interface", "tcp://127.0.0.1")).removeprefix("tcp://"), int(
+                registration
+            )
+        host, _, port = registration.removeprefix("tcp://").rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def controller_reachable(self, timeout_s: float = 2.0) -> bool:
+        """Whether the controller still accepts connections (a TCP connect, nothing sent)."""
+        host, port = self.controller_address()
+        try:
+            with socket.create_connection((host, port), timeout=timeout_s):
+                return True
+        except OSError:
+            return False
+
     def is_registered(self, worker: Worker) -> bool:
         """Whether the controller still counts `worker`'s engine."""
         return worker.engine_id in self._client.ids
@@ -228,6 +266,15 @@ class Cluster:
     def is_local(self) -> bool:
         """Whether this object started the cluster (and will stop it)."""
         return self._local is not None
+
+    @property
+    def controller_pid(self) -> int | None:
+        """The controller's process id, when this object started it."""
+        return (
+            self._local.controller.pid
+            if self._local is not None and self._local.controller
+            else None
+        )
 
     @property
     def engine_connection_file(self) -> Path | None:

@@ -30,6 +30,14 @@ def decode(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> n
             f"{max_pixels:,}; shrink the image or raise max_pixels if you trust the file."
         )
         raise ImageError(msg)
+    if data[:2] == b"\xff\xd8" and data.rfind(b"\xff\xd9") < data.find(b"\xff\xda"):
+        # No end-of-image after the scan starts (scan data cannot hold FF D9): OpenCV would
+        # decode the part that is there and grey out the rest.
+        msg = (
+            f"{name}: a JPEG of {len(data):,} bytes with no end-of-image marker: the file is "
+            "truncated; copy or download it again."
+        )
+        raise ImageError(msg)
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
         msg = (

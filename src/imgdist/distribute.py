@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from imgdist.cluster import Cluster, Worker
-from imgdist.codec import DEFAULT_MAX_PIXELS
-from imgdist.errors import ParameterError
-from imgdist.files import OutputPlan, write_manifest
+from imgdist.codec import DEFAULT_MAX_PIXELS, decode, read_file
+from imgdist.errors import ImgdistError, ParameterError
+from imgdist.files import OutputPlan, finished_entries, write_manifest
 from imgdist.results import Progress, RunResult
 from imgdist.schedules import BatchRun, ClaimRun
 from imgdist.transports import check_transport
@@ -47,23 +47,31 @@ def distribute(
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: Callable[[Progress], None] | None = None,
+    resume: bool = False,
 ) -> RunResult:
     """Process `images` on `workers`; outputs go to `out_dir` (default: beside each source).
 
     `images` is read lazily, so the main process holds only what is in flight. `transport`
     is how images travel (`auto`, `pixels`, `encoded`, `path`) and `schedule` how they are
     shared out (`balanced`, `round-robin`). With `manifest`, that JSON file lists every
-    processed image and its worker, even when the run stops early.
+    processed image and its worker, even when the run stops early; with `resume` too, images
+    whose output that manifest lists and that still decodes are kept, not processed again.
     """
     check_transport(transport)
     check_schedule(schedule)
     if not workers:
         msg = "no workers given; connect at least one worker (see the worker list) and try again."
         raise ParameterError(msg)
+    if resume and manifest is None:
+        msg = (
+            "resume needs the manifest of the run to resume; give manifest=<path of manifest.json>."
+        )
+        raise ParameterError(msg)
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
-    plan = OutputPlan(Path(out_dir) if out_dir is not None else None)
     images = list(images) if isinstance(images, Sequence) else images
+    known_inputs = [Path(p) for p in images] if isinstance(images, Sequence) else []
+    plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs)
     cluster = workers[0].cluster
     if transport == "auto":
         probe_dir = plan.out_dir or _first_folder(images)
@@ -74,6 +82,8 @@ def distribute(
         "stall_timeout_s": stall_timeout_s,
         "max_pixels": max_pixels,
         "on_progress": on_progress,
+        "manifest": Path(manifest) if manifest is not None else None,
+        "previous": finished_entries(Path(manifest), _decodes) if resume else None,
     }
     args = (cluster, list(workers), iter(images), plan, result)
     if transport == "path" and schedule == "balanced":
@@ -91,6 +101,14 @@ def distribute(
         if manifest is not None:
             write_manifest(Path(manifest), result.processed)
     return result
+
+
+def _decodes(path: Path) -> bool:
+    try:
+        decode(read_file(path), str(path))
+    except ImgdistError:
+        return False
+    return True
 
 
 def _first_folder(images: Sequence | Iterable) -> Path | None:

@@ -6,7 +6,7 @@ import glob
 import json
 import os
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,18 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
     ]
 
 
+def finished_entries(manifest: Path, decodes: Callable[[Path], bool]) -> dict[Path, ManifestEntry]:
+    """Entries of `manifest` whose output exists and decodes, by resolved source: what resume keeps.
+
+    A missing or unreadable manifest keeps nothing (everything is processed again).
+    """
+    try:
+        entries = read_manifest(manifest)
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {Path(e.source).resolve(): e for e in entries if decodes(Path(e.output))}
+
+
 def relative_to(path: Path, base: Path) -> str:
     """`path` relative to `base` when inside it, else the absolute path, as POSIX text."""
     path, base = Path(path).resolve(), Path(base).resolve()
@@ -97,9 +109,10 @@ class OutputPlan:
     Outputs go to `out_dir`, or beside their source when it is None (as in the Livebook).
     """
 
-    def __init__(self, out_dir: Path | None) -> None:
+    def __init__(self, out_dir: Path | None, inputs: Iterable[Path] = ()) -> None:
         self.out_dir = Path(out_dir).resolve() if out_dir is not None else None
-        self._taken: set[Path] = set()
+        # every input known up front is reserved, so no output can be written over it
+        self._taken: set[Path] = {Path(p).resolve() for p in inputs}
 
     def item(self, index: int, source: Path) -> Item:
         """The next input's Item."""

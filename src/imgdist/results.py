@@ -28,6 +28,7 @@ class RunResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost_workers: list[str] = field(default_factory=list)
     redone: list[Path] = field(default_factory=list)
+    resumed: int = 0
     elapsed_s: float = 0.0
 
     @property
@@ -55,6 +56,8 @@ class RunResult:
                 f"in {self.elapsed_s:.2f} s ({self.transport} transport, {self.schedule} schedule)."
             )
         ]
+        if self.resumed:
+            lines.append(f"  ({self.resumed} of them kept from the previous run: resumed)")
         lines += [f"  {name}: {count}" for name, count in sorted(self.per_worker().items())]
         if self.lost_workers:
             lines.append(

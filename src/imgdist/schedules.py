@@ -25,7 +25,7 @@ from pathlib import Path
 
 from imgdist.cluster import Cluster, Worker
 from imgdist.errors import ImgdistError, RunError, WorkerLostError
-from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial
+from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial, write_manifest
 from imgdist.results import Progress, RunResult
 from imgdist.transports import finish, prepare
 
@@ -34,6 +34,8 @@ BATCHES_IN_FLIGHT_PER_WORKER = 2
 MAX_BATCH = 64
 CLAIM_WINDOW = 1024
 PROGRESS_POLL_S = 0.25
+MANIFEST_CHECKPOINT_S = 2.0
+CONTROLLER_CHECK_S = 2.0
 
 
 class _Run:
@@ -51,6 +53,8 @@ class _Run:
         stall_timeout_s: float,
         max_pixels: int,
         on_progress: Callable[[Progress], None] | None,
+        manifest: Path | None = None,
+        previous: dict[Path, ManifestEntry] | None = None,
     ) -> None:
         self.cluster = cluster
         self.live = list(workers)
@@ -61,13 +65,19 @@ class _Run:
         self.stall_timeout_s = stall_timeout_s
         self.max_pixels = max_pixels
         self.on_progress = on_progress
+        self.manifest = manifest
+        self.previous = previous or {}
         self.retry: deque[Item] = deque()
         self.taken = 0
         self.order: dict[Path, int] = {}
         self.per_worker: dict[str, int] = {}
+        self.last_checkpoint = time.monotonic()
 
     def take(self, n: int) -> list[Item]:
-        """Up to `n` items: retried ones first, then new ones read lazily from the input."""
+        """Up to `n` items: retried ones first, then new ones read lazily from the input.
+
+        Inputs whose output a previous run finished (when resuming) are kept, not sent.
+        """
         items: list[Item] = []
         while self.retry and len(items) < n:
             items.append(self.retry.popleft())
@@ -75,8 +85,15 @@ class _Run:
             source = next(self.images, None)
             if source is None:
                 break
-            items.append(self.plan.item(self.taken, Path(source)))
+            item = self.plan.item(self.taken, Path(source))
             self.taken += 1
+            kept = self.previous.get(item.source.resolve())
+            if kept is None:
+                items.append(item)
+            else:
+                self.order[kept.output] = item.index
+                self.result.processed.append(kept)
+                self.result.resumed += 1
         return items
 
     def remaining(self) -> int | None:
@@ -106,6 +123,13 @@ class _Run:
         self.result.processed.append(ManifestEntry(item.source, item.output, worker_name))
         self.per_worker[worker_name] = self.per_worker.get(worker_name, 0) + 1
         self.progress()
+        if (
+            self.manifest is not None
+            and time.monotonic() - self.last_checkpoint > MANIFEST_CHECKPOINT_S
+        ):
+            # so that even a main process killed mid-run leaves a manifest to resume from
+            write_manifest(self.manifest, self.result.processed)
+            self.last_checkpoint = time.monotonic()
 
     def fail(self, item: Item, reason: str) -> None:
         self.result.failed.append((item.source, reason))
@@ -119,6 +143,16 @@ class _Run:
                     done or finished, self.total, len(self.result.failed), dict(self.per_worker)
                 )
             )
+
+    def check_controller(self) -> None:
+        """Raise RunError at once if the controller has gone away (nothing would ever answer)."""
+        if not self.cluster.controller_reachable():
+            host, port = self.cluster.controller_address()
+            msg = (
+                f"the controller at {host}:{port} is gone; {len(self.result.processed)} images were "
+                "finished and kept. Start the cluster again, then run with resume to process the rest."
+            )
+            raise RunError(msg, self.result)
 
     def stalled(self, waiting_on: list[Worker]) -> RunError:
         busy = ", ".join(sorted({w.name for w in waiting_on}))
@@ -213,12 +247,17 @@ class BatchRun(_Run):
     def execute(self) -> None:
         """Run until every input is processed or failed."""
         self._fill()
+        last_answer = time.monotonic()
         while self.in_flight:
             finished, _ = cf.wait(
-                list(self.in_flight), timeout=self.stall_timeout_s, return_when=cf.FIRST_COMPLETED
+                list(self.in_flight), timeout=CONTROLLER_CHECK_S, return_when=cf.FIRST_COMPLETED
             )
             if not finished:
-                raise self.stalled([b.worker for b in self.in_flight.values()])
+                self.check_controller()
+                if time.monotonic() - last_answer > self.stall_timeout_s:
+                    raise self.stalled([b.worker for b in self.in_flight.values()])
+                continue
+            last_answer = time.monotonic()
             for future in finished:
                 self._answer(future, self.in_flight.pop(future))
             self._fill()
@@ -278,12 +317,15 @@ class ClaimRun(_Run):
         answered: set[int] = set()
         lost: list[Worker] = []
         before = len(self.result.processed) + len(self.result.failed)
-        last_answer = time.monotonic()
+        last_answer = last_poll = time.monotonic()
         while futures:
             finished, _ = cf.wait(
                 list(futures), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
             )
             if not finished:
+                if time.monotonic() - last_poll > CONTROLLER_CHECK_S:
+                    self.check_controller()
+                    last_poll = time.monotonic()
                 if time.monotonic() - last_answer > self.stall_timeout_s:
                     raise self.stalled(list(futures.values()))
                 self.progress(before + _count(claims))

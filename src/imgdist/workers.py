@@ -52,6 +52,13 @@ def resolve(
     """The workers named by `typed`, in order, or WorkerNameError listing the names that exist."""
     names = check_names(typed)
     by_name = {w.name: w for w in (known if known is not None else cluster.workers())}
+    if len(names) > len(by_name):
+        have = ", ".join(sorted(by_name)) or "none"
+        msg = (
+            f"{len(names)} workers named but only {len(by_name)} engines are running ({have}); "
+            "start more workers or name fewer."
+        )
+        raise WorkerNameError(msg)
     missing = [n for n in names if n not in by_name]
     if missing:
         have = ", ".join(sorted(by_name)) or "none: no engine is registered"

@@ -1,0 +1,173 @@
+"""Nothing lost: engines SIGKILLed mid-run, all workers gone, the controller gone, resume."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import cv2
+import numpy as np
+import psutil
+import pytest
+
+from imgdist.cluster import Cluster
+from imgdist.distribute import distribute
+from imgdist.errors import RunError
+from imgdist.files import read_manifest
+from imgdist.image import threshold_and_label
+from imgdist.portrait import make_copies
+
+from .conftest import kill_engine
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A 4-engine cluster that these tests may kill engines of (replaced after each test)."""
+    started = Cluster.start_local(
+        4, profile_dir=tmp_path_factory.mktemp("faults-profile"), timeout_s=90
+    )
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def four(cluster):
+    """Four live workers, replacing any that an earlier test killed."""
+    missing = 4 - len(cluster.engine_ids)
+    if missing > 0:
+        cluster.start_engines(missing)
+    return cluster.workers()[:4]
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, portrait_path):
+    return make_copies(portrait_path, 400, tmp_path_factory.mktemp("inputs"))
+
+
+class KillAt:
+    """An on_progress callback that SIGKILLs one engine once `at` images are done."""
+
+    def __init__(self, victims, at: int) -> None:
+        self.victims, self.at, self.fired = victims, at, False
+
+    def __call__(self, progress) -> None:
+        if not self.fired and progress.done >= self.at:
+            self.fired = True
+            for victim in self.victims:
+                kill_engine(victim.pid)
+
+
+def assert_complete(result, inputs, out, manifest) -> None:
+    entries = read_manifest(manifest)
+    assert len(entries) == len(inputs)
+    assert sorted(e.source.name for e in entries) == sorted(p.name for p in inputs)
+    assert all(e.output.is_file() for e in entries)
+    assert not list(out.glob(".*.part"))
+    assert not list(out.glob(".imgdist-*"))
+    for entry in entries[:: max(1, len(entries) // 12)]:  # a sample, pixel for pixel
+        written = cv2.imread(str(entry.output))
+        expected = threshold_and_label(cv2.imread(str(entry.source)), entry.worker)
+        reencoded = cv2.imdecode(cv2.imencode(".jpg", expected)[1], cv2.IMREAD_COLOR)
+        assert np.array_equal(written, reencoded), entry
+
+
+@pytest.mark.parametrize(
+    ("transport", "schedule"),
+    [
+        ("path", "balanced"),
+        ("encoded", "balanced"),
+        ("pixels", "round-robin"),
+        ("encoded", "round-robin"),
+    ],
+)
+def test_a_worker_killed_mid_run_loses_nothing(four, inputs, tmp_path, transport, schedule):
+    """SIGKILL one of 4 engines mid-run: every image is still processed and the result says who died."""
+    victim = four[1]
+    killer = KillAt([victim], at=len(inputs) // 4)
+    out = tmp_path / "out"
+    result = distribute(
+        four,
+        inputs,
+        out_dir=out,
+        manifest=tmp_path / "manifest.json",
+        transport=transport,
+        schedule=schedule,
+        on_progress=killer,
+    )
+    assert killer.fired
+    assert result.ok, result.summary()
+    assert result.lost_workers == [victim.name]
+    assert result.redone
+    assert "Workers lost during the run: " + victim.name in result.summary()
+    assert_complete(result, inputs, out, tmp_path / "manifest.json")
+
+
+def test_all_workers_gone_then_resume(four, cluster, inputs, tmp_path):
+    """Every engine killed: a clear error, finished outputs kept; resume processes only the rest."""
+    out, manifest = tmp_path / "out", tmp_path / "manifest.json"
+    killer = KillAt(four, at=len(inputs) // 3)
+    started = time.monotonic()
+    with pytest.raises(
+        RunError, match=r"every worker was lost \(.*\); \d+ images were finished and kept"
+    ) as info:
+        distribute(
+            four, inputs, out_dir=out, manifest=manifest, transport="encoded", on_progress=killer
+        )
+    assert time.monotonic() - started < 60
+    kept = info.value.result.processed
+    assert 0 < len(kept) < len(inputs)
+    assert len(read_manifest(manifest)) == len(kept)
+    # one finished output is damaged in the meantime: resume must redo it too
+    damaged = kept[0].output
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    cluster.start_engines(4 - len(cluster.engine_ids))
+    again = distribute(cluster.workers()[:4], inputs, out_dir=out, manifest=manifest, resume=True)
+    assert again.ok, again.summary()
+    assert again.resumed == len(kept) - 1
+    assert len(again.processed) == len(inputs)
+    assert f"{len(kept) - 1} of them kept from the previous run" in again.summary()
+    assert_complete(again, inputs, out, manifest)
+
+
+def test_resume_needs_a_manifest(four, inputs):
+    """resume without a manifest path says what to give."""
+    with pytest.raises(Exception, match="resume needs the manifest of the run to resume"):
+        distribute(four, inputs, resume=True)
+
+
+def test_controller_gone_mid_run(tmp_path, portrait_path):
+    """The controller (hub and scheduler processes) SIGKILLed mid-run: a clear error within seconds."""
+    inputs = make_copies(portrait_path, 400, tmp_path / "in")
+    doomed = Cluster.start_local(2, profile_dir=tmp_path / "profile", timeout_s=90)
+    try:
+        workers = doomed.workers()
+        controller = psutil.Process(doomed.controller_pid)
+        processes = [controller, *controller.children(recursive=True)]
+
+        def kill_controller(progress, fired=[]):  # noqa: B006 - a one-shot flag
+            if not fired and progress.done >= 40:
+                fired.append(True)
+                for process in processes:
+                    process.send_signal(signal.SIGKILL)
+
+        started = time.monotonic()
+        with pytest.raises(
+            RunError, match=r"the controller at 127.0.0.1:\d+ is gone; \d+ images were finished"
+        ):
+            distribute(
+                workers,
+                inputs,
+                out_dir=tmp_path / "out",
+                manifest=tmp_path / "manifest.json",
+                transport="encoded",
+                schedule="round-robin",
+                on_progress=kill_controller,
+            )
+        assert time.monotonic() - started < 30
+        assert len(read_manifest(tmp_path / "manifest.json")) >= 40
+    finally:
+        doomed.stop()
