@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -131,8 +132,15 @@ class Cluster:
         self, n_engines: int, *, timeout_s: float = DEFAULT_START_TIMEOUT_S
     ) -> None:
         """Wait until at least `n_engines` engines are registered, or raise NoEnginesError."""
+        deadline = time.monotonic() + timeout_s
         try:
-            self._client.wait_for_engines(n_engines, timeout=timeout_s, block=True)
+            while True:
+                try:
+                    remaining = max(0.0, deadline - time.monotonic())
+                    self._client.wait_for_engines(n_engines, timeout=remaining, block=True)
+                    return
+                except ipp_error.EngineError:
+                    continue  # an engine unregistered while we waited: keep waiting for the count
         except (TimeoutError, ipp_error.TimeoutError):
             have = len(self._client.ids)
             msg = (
@@ -145,7 +153,11 @@ class Cluster:
     # ----- engines by name ---------------------------------------------------------------
     def workers(self, *, timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S) -> list[Worker]:
         """Every engine that answers within `timeout_s`, named; unnamed engines become `engine<id>`."""
-        ids = sorted(self._client.ids)
+        return self.identify(self._client.ids, timeout_s=timeout_s)
+
+    def identify(self, ids, *, timeout_s: float = DEFAULT_ANSWER_TIMEOUT_S) -> list[Worker]:
+        """The engines `ids` that answer within `timeout_s`, as named workers, in id order."""
+        ids = sorted(set(ids) & set(self._client.ids))
         futures = {
             eid: self._view(eid).apply_async(
                 EngineTask("set_label"), f"engine{eid}", only_if_unset=True
@@ -158,8 +170,8 @@ class Cluster:
             if not future.done():
                 continue
             try:
-                ident: Identity = future.get(timeout=0)
-            except ipp_error.RemoteError:
+                ident: Identity = future.result(timeout=0)
+            except ipp_error.KernelError:
                 continue
             found.append(self._worker(eid, ident))
         return found
@@ -205,10 +217,9 @@ class Cluster:
 
         The client's caches of the result are cleared, so a long run does not grow the main's memory.
         """
-        if not isinstance(future, ipp.AsyncResult):
-            return future.result(timeout=0)  # raises the WorkerLostError that `submit` set
         try:
-            return future.get(timeout=0)
+            # the Future API: AsyncResult.get() can still say "not ready" just after done()
+            return future.result(timeout=0)
         except ipp_error.RemoteError as exc:
             if exc.ename == "EngineError" or "died" in str(exc.evalue):
                 msg = f"worker {worker.name} (engine {worker.engine_id}, pid {worker.pid}) died while holding work"
@@ -228,7 +239,7 @@ class Cluster:
         futures = {w: self.submit(w, "sees", str(probe), token) for w in unknown}
         cf.wait(list(futures.values()), timeout=DEFAULT_ANSWER_TIMEOUT_S)
         for worker, future in futures.items():
-            seen = future.done() and future.exception() is None and future.get(timeout=0)
+            seen = future.done() and future.exception() is None and future.result(timeout=0)
             self._sees[(worker.engine_id, key)] = bool(seen)
         return all(self._sees[(w.engine_id, key)] for w in workers)
 
@@ -300,18 +311,36 @@ class Cluster:
         n_engines: int,
         *,
         label_prefix: str = "worker",
+        labels: list[str] | None = None,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> list[Worker]:
-        """Start `n_engines` more local engines (local clusters only) and name them."""
+        """Start `n_engines` more local engines (local clusters only) and name them.
+
+        They are named `labels` (e.g. to bring back a worker that was lost), or
+        `<label_prefix><engine id + 1>`.
+        """
         if self._local is None:
             msg = "start_engines works on a local cluster only; start workers on their machines with `imgdist worker`."
             raise RuntimeError(msg)
         before = set(self._client.ids)
         self._local.start_engines_sync(n=n_engines)
-        self.wait_for_engines(len(before) + n_engines, timeout_s=timeout_s)
+        # wait for new ids rather than a count: an engine that just died may still be counted
+        deadline = time.monotonic() + timeout_s
+        while len(set(self._client.ids) - before) < n_engines:
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{len(set(self._client.ids) - before)} of {n_engines} new local engines registered "
+                    f"within {timeout_s:g} s; check the engine logs in {self._local.profile_dir}."
+                )
+                raise NoEnginesError(msg)
+            time.sleep(0.05)
         new_ids = sorted(set(self._client.ids) - before)
+        names = list(labels or []) + [
+            f"{label_prefix}{eid + 1}" for eid in new_ids[len(labels or []) :]
+        ]
         return [
-            self._set_label(eid, f"{label_prefix}{eid + 1}", only_if_unset=False) for eid in new_ids
+            self._set_label(eid, label, only_if_unset=False)
+            for eid, label in zip(new_ids, names, strict=False)
         ]
 
     def stop(self) -> None:

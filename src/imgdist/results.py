@@ -28,6 +28,7 @@ class RunResult:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost_workers: list[str] = field(default_factory=list)
     redone: list[Path] = field(default_factory=list)
+    rejoined: list[str] = field(default_factory=list)
     resumed: int = 0
     elapsed_s: float = 0.0
 
@@ -64,5 +65,7 @@ class RunResult:
                 f"Workers lost during the run: {', '.join(self.lost_workers)}; "
                 f"{len(self.redone)} images redone on the others."
             )
+        if self.rejoined:
+            lines.append(f"Workers that came back and rejoined: {', '.join(self.rejoined)}.")
         lines += [f"FAILED {source}: {reason}" for source, reason in self.failed]
         return "\n".join(lines)

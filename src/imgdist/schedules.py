@@ -31,11 +31,12 @@ from imgdist.transports import finish, prepare
 
 SEED_IN_FLIGHT = 4  # the Livebook's Flow: stages: 4, max_demand: 1
 BATCHES_IN_FLIGHT_PER_WORKER = 2
-MAX_BATCH = 64
+MAX_BATCH = 16  # bounds the bytes in flight: 2 x workers x 16 images
 CLAIM_WINDOW = 1024
 PROGRESS_POLL_S = 0.25
 MANIFEST_CHECKPOINT_S = 2.0
 CONTROLLER_CHECK_S = 2.0
+REJOIN_CHECK_S = 1.0
 
 
 class _Run:
@@ -72,6 +73,8 @@ class _Run:
         self.order: dict[Path, int] = {}
         self.per_worker: dict[str, int] = {}
         self.last_checkpoint = time.monotonic()
+        self.seen_ids = set(cluster.engine_ids)
+        self.last_rejoin_check = 0.0
 
     def take(self, n: int) -> list[Item]:
         """Up to `n` items: retried ones first, then new ones read lazily from the input.
@@ -117,6 +120,19 @@ class _Run:
                 "again, then run with resume to process the rest."
             )
             raise RunError(msg, self.result)
+
+    def rejoin(self) -> None:
+        """Bring back lost workers whose name a newly registered engine has (a restarted worker)."""
+        lost = set(self.result.lost_workers) - {w.name for w in self.live}
+        if not lost or time.monotonic() - self.last_rejoin_check < REJOIN_CHECK_S:
+            return
+        self.last_rejoin_check = time.monotonic()
+        new_ids = set(self.cluster.engine_ids) - self.seen_ids
+        for worker in self.cluster.identify(new_ids, timeout_s=REJOIN_CHECK_S):
+            if worker.name in lost:
+                self.seen_ids.add(worker.engine_id)
+                self.live.append(worker)
+                self.result.rejoined.append(worker.name)
 
     def succeed(self, item: Item, worker_name: str) -> None:
         self.order[item.output] = item.index
@@ -214,6 +230,7 @@ class BatchRun(_Run):
         return worker if self._load(worker) < BATCHES_IN_FLIGHT_PER_WORKER else None
 
     def _fill(self) -> None:
+        self.rejoin()
         while self.live:
             worker = self._next_worker()
             if worker is None:
@@ -268,6 +285,9 @@ class BatchRun(_Run):
             self.lose([batch.worker], batch.items)
             return
         worker_name, errors, out_metas, *out_payloads = answer
+        # ipyparallel's futures sit in reference cycles until a full garbage collection; the
+        # answer list is shared with them, so emptying it frees the payloads now.
+        answer.clear()
         for position, item in enumerate(batch.items):
             if position in errors:
                 self.fail(item, errors[position])
@@ -278,6 +298,7 @@ class BatchRun(_Run):
                 self.fail(item, str(exc))
                 continue
             self.succeed(item, worker_name)
+            out_payloads[position] = b""
 
 
 class ClaimRun(_Run):
@@ -286,6 +307,7 @@ class ClaimRun(_Run):
     def execute(self) -> None:
         """Run window after window until every input is processed or failed."""
         while self.live:
+            self.rejoin()
             window = self.take(CLAIM_WINDOW)
             if not window:
                 return
