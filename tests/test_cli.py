@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import cv2
 import pytest
 
 from imgdist.cli import main
@@ -172,3 +173,35 @@ def test_output_folder_that_is_a_file(tmp_path, capsys):
     assert main(["run", "--out", str(target)]) == 2
     assert f"output folder {target} is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
+
+
+def test_resume_processes_only_what_is_missing(local_cluster, tmp_path, capsys):
+    """`--resume` keeps the outputs that the manifest lists and that decode; the rest is redone."""
+    out = tmp_path / "out"
+    common = [
+        "run",
+        "--connection",
+        str(local_cluster.client_connection_file),
+        "--images",
+        "8",
+        "--out",
+        str(out),
+    ]
+    assert main(common) == 0
+    outputs = sorted((out / "images").glob("*_processed.jpg"))
+    outputs[0].unlink()
+    outputs[1].write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main([*common, "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "8 images processed, 0 failed" in printed
+    assert "(6 of them kept from the previous run: resumed)" in printed
+    assert all(cv2.imread(str(p)) is not None for p in outputs)
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, capsys):
+    """An output folder inside a file cannot be created: one sentence, exit 2."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "--out", str(blocker / "sub")]) == 2
+    assert f"output folder {blocker / 'sub'} cannot be written" in capsys.readouterr().err

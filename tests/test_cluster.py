@@ -160,3 +160,39 @@ def test_worker_cli_runs_until_terminated(bare_controller, tmp_path):
         out, _ = process.communicate(timeout=20)
     assert process.returncode == 0, out
     assert "stopped" in out
+
+
+def test_worker_launcher_with_pasted_contents(bare_controller, tmp_path):
+    """The worker form takes the file's contents pasted, keeps them out of the form, and registers."""
+    from imgdist.widgets import WorkerLauncher
+
+    launcher = WorkerLauncher(label="pasted")
+    launcher.paste_box.value = bare_controller.engine_connection_file.read_text()
+    try:
+        assert launcher.start(wait_s=30) == f"pasted@{HOST}"
+        assert launcher.paste_box.value == ""
+        assert "registered as engine" in launcher.status()
+        saved = launcher.engine.work_dir / "ipcontroller-engine.json"
+        assert saved.stat().st_mode & 0o777 == 0o600
+        assert f"pasted@{HOST}" in launcher.name.value
+    finally:
+        launcher.stop()
+    assert launcher.engine.process.poll() is not None
+
+
+def test_worker_launcher_errors_are_one_sentence(tmp_path):
+    """Start with nothing filled in, or a missing file, shows a sentence in the form."""
+    from imgdist.widgets import WorkerLauncher
+
+    launcher = WorkerLauncher(label="x")
+    launcher.start_button.click()
+    assert (
+        "no connection info: give the path of ipcontroller-*-engine.json"
+        in launcher.status_line.value
+    )
+    launcher.path_box.value = str(tmp_path / "nope.json")
+    launcher.start_button.click()
+    assert (
+        "does not exist; copy ipcontroller-*-engine.json from the main machine"
+        in launcher.status_line.value
+    )

@@ -11,6 +11,7 @@ import sys
 import nbformat
 import pytest
 
+from imgdist.errors import ImgdistError
 from imgdist.notebook import execute
 
 from .conftest import REPO, wait_until
@@ -152,3 +153,19 @@ def test_worker_notebook_without_connection_says_what_to_do(tmp_path):
     assert (
         "No connection file given: fill in the form above and press Start." in executed.read_text()
     )
+
+
+def test_notebook_errors_are_one_sentence(tmp_path):
+    """A bad parameter stops the notebook with a one-line message in the cell, not a traceback."""
+    with pytest.raises(ImgdistError):
+        execute(
+            REPO / "notebooks" / "worker.ipynb",
+            tmp_path / "worker.ipynb",
+            parameters={"connection": str(tmp_path / "missing-engine.json")},
+        )
+    nb = nbformat.read(tmp_path / "worker.ipynb", as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "ConnectionFileError: connection file" in text
+    assert "does not exist; copy ipcontroller-*-engine.json from the main machine." in text
+    assert "Traceback" not in text
+    assert errors_in(nb) == []

@@ -7,7 +7,7 @@ from imgdist.cluster import Cluster, Worker
 from imgdist.distribute import RunResult, distribute
 from imgdist.errors import ImgdistError
 from imgdist.image import from_wire, process_image, threshold_and_label, to_wire
-from imgdist.params import parameters
+from imgdist.params import brief_errors, parameters
 from imgdist.portrait import get_portrait, make_copies
 from imgdist.render import (
     bench_chart,
@@ -31,6 +31,7 @@ __all__ = [
     "bench_chart",
     "bench_table_html",
     "bench_table_text",
+    "brief_errors",
     "check_out_dir",
     "distribute",
     "from_wire",

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imgdist.benchsuite import ALL_CASES
+from imgdist.codec import DEFAULT_MAX_PIXELS
 from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, SCHEDULES, distribute
 from imgdist.errors import ImgdistError, ParameterError, RunError
 from imgdist.transports import TRANSPORTS
@@ -77,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="keep outputs that OUT/manifest.json lists and that still decode; process only the rest",
+    )
+    run.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"refuse images over N pixels, a decompression-bomb guard (default: {DEFAULT_MAX_PIXELS:,})",
     )
 
     worker = sub.add_parser(
@@ -197,6 +205,7 @@ def _run(args: argparse.Namespace) -> int:
                 transport=args.transport,
                 schedule=args.schedule,
                 resume=args.resume,
+                max_pixels=args.max_pixels,
             )
         except RunError as exc:
             if exc.result is not None:

@@ -7,9 +7,10 @@ JupyterLab edits the values in the cell.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
-from imgdist.errors import ParameterError
+from imgdist.errors import ImgdistError, ParameterError
 
 PREFIX = "IMGDIST_"
 
@@ -65,3 +66,21 @@ def _convert(name: str, raw: str, default: object) -> object:
             msg = f"${variable} = {raw!r} is not a {type(default).__name__}; set it to a number like {default!r}."
             raise ParameterError(msg) from None
     return raw
+
+
+def brief_errors() -> None:
+    """In IPython, show imgdist's errors as their one-sentence message, without a traceback.
+
+    Errors from user input (a bad name, URL or parameter) are for a person to read; other
+    exceptions keep their full traceback.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def show(shell, etype, value, tb, tb_offset=None):
+        print(f"{etype.__name__}: {value}", file=sys.stderr)
+
+    shell.set_custom_exc((ImgdistError,), show)

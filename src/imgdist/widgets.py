@@ -141,6 +141,8 @@ class WorkerLauncher:
             self.refresh()
             return self.engine.name
         connection = self.paste_box.value if self.paste_box.value.strip() else self.path_box.value
+        # the pasted key goes to a private file and leaves the form, so no saved widget state holds it
+        self.paste_box.value = ""
         if not connection.strip():
             msg = "no connection info: give the path of ipcontroller-*-engine.json or paste its contents."
             raise ImgdistError(msg)
