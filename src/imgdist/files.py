@@ -110,20 +110,22 @@ class OutputPlan:
     """
 
     def __init__(self, out_dir: Path | None, inputs: Iterable[Path] = ()) -> None:
-        self.out_dir = Path(out_dir).resolve() if out_dir is not None else None
-        # every input known up front is reserved, so no output can be written over it
-        self._taken: set[Path] = {Path(p).resolve() for p in inputs}
+        self.out_dir = os.path.realpath(out_dir) if out_dir is not None else None
+        # every input known up front is reserved, so no output can be written over it; real
+        # paths, so that a symlinked input is protected too
+        self._taken: set[str] = {os.path.realpath(p) for p in inputs}
 
     def item(self, index: int, source: Path) -> Item:
         """The next input's Item."""
         source = Path(source)
-        folder = self.out_dir or source.resolve().parent
+        real = os.path.realpath(source)
+        self._taken.add(real)
+        folder = self.out_dir or os.path.dirname(real)
         stem, suffix = source.stem, source.suffix
-        self._taken.add(source.resolve())
-        output = folder / f"{stem}_processed{suffix}"
+        output = os.path.join(folder, f"{stem}_processed{suffix}")
         counter = 2
         while output in self._taken:
-            output = folder / f"{stem}_{counter}_processed{suffix}"
+            output = os.path.join(folder, f"{stem}_{counter}_processed{suffix}")
             counter += 1
         self._taken.add(output)
-        return Item(index, source, output)
+        return Item(index, source, Path(output))

@@ -5,8 +5,8 @@
   sends guided batches (large first, smaller towards the end), two in flight per worker, so
   per-message overhead is amortised and a slow worker holds back only a small batch.
 - `ClaimRun`: `path` transport with `balanced` schedule. Every worker gets the same window
-  of names in one message and claims images one by one on the shared disk, so there is one
-  message per worker per window and perfect balance.
+  of names in one message and claims images one by one from a counter on the shared disk,
+  so there is one message per worker per window and perfect balance.
 
 Both resubmit the work of a worker that dies to the workers still alive.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import math
-import shutil
 import time
 import uuid
 from collections import deque
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgdist.cluster import Cluster, Worker
+from imgdist.engine import read_counter
 from imgdist.errors import ImgdistError, RunError, WorkerLostError
 from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial, write_manifest
 from imgdist.results import Progress, RunResult
@@ -314,27 +314,23 @@ class ClaimRun(_Run):
             self._window(window)
 
     def _window(self, items: list[Item]) -> None:
-        folder = items[0].output.parent
-        claims = folder / f".imgdist-claims-{uuid.uuid4().hex[:12]}"
-        claims.mkdir(parents=True)
+        # the shared counter the workers claim positions from, beside the outputs
+        counter = items[0].output.parent / f".imgdist-claims-{uuid.uuid4().hex[:12]}"
+        counter.parent.mkdir(parents=True, exist_ok=True)
+        counter.write_bytes(bytes(8))
         try:
-            self._share(items, claims)
+            self._share(items, counter)
         finally:
-            shutil.rmtree(claims, ignore_errors=True)
+            counter.unlink(missing_ok=True)
 
-    def _share(self, items: list[Item], claims: Path) -> None:
+    def _share(self, items: list[Item], counter: Path) -> None:
         by_index = {item.index: item for item in items}
         names = [(item.index, str(item.source), str(item.output)) for item in items]
         futures = {
             self.cluster.submit(
-                worker,
-                "process_claimed",
-                names,
-                str(claims),
-                len(names) * position // len(self.live),
-                max_pixels=self.max_pixels,
+                worker, "process_claimed", names, str(counter), max_pixels=self.max_pixels
             ): worker
-            for position, worker in enumerate(self.live)
+            for worker in self.live
         }
         answered: set[int] = set()
         lost: list[Worker] = []
@@ -350,7 +346,7 @@ class ClaimRun(_Run):
                     last_poll = time.monotonic()
                 if time.monotonic() - last_answer > self.stall_timeout_s:
                     raise self.stalled(list(futures.values()))
-                self.progress(before + _count(claims))
+                self.progress(before + min(len(items), read_counter(counter)))
                 continue
             last_answer = time.monotonic()
             for future in finished:
@@ -369,10 +365,3 @@ class ClaimRun(_Run):
         if lost:
             # what a lost worker claimed but never reported goes round again
             self.lose(lost, [item for item in items if item.index not in answered])
-
-
-def _count(folder: Path) -> int:
-    try:
-        return sum(1 for _ in folder.iterdir())
-    except OSError:
-        return 0
