@@ -114,7 +114,7 @@ def test_worker_notebook_under_nbval(bare_controller):
     done = nbval(
         "worker.ipynb",
         {
-            "IMGDIST_CONNECTION": str(bare_controller.engine_connection_file),
+            "IMGDIST_ENGINE_FILE": str(bare_controller.engine_connection_file),
             "IMGDIST_LABEL": "nbval-worker",
         },
     )
@@ -131,7 +131,7 @@ def test_worker_notebook_shows_the_name_and_status(bare_controller, tmp_path):
     executed = execute(
         REPO / "notebooks" / "worker.ipynb",
         tmp_path / "worker.ipynb",
-        parameters={"connection": engine_file, "label": "nbworker"},
+        parameters={"engine_file": engine_file, "label": "nbworker"},
     )
     nb = nbformat.read(executed, as_version=4)
     assert errors_in(nb) == []
@@ -146,7 +146,7 @@ def test_worker_notebook_without_connection_says_what_to_do(tmp_path):
     executed = execute(
         REPO / "notebooks" / "worker.ipynb",
         tmp_path / "worker.ipynb",
-        parameters={"connection": ""},
+        parameters={"engine_file": ""},
     )
     nb = nbformat.read(executed, as_version=4)
     assert errors_in(nb) == []
@@ -161,7 +161,7 @@ def test_notebook_errors_are_one_sentence(tmp_path):
         execute(
             REPO / "notebooks" / "worker.ipynb",
             tmp_path / "worker.ipynb",
-            parameters={"connection": str(tmp_path / "missing-engine.json")},
+            parameters={"engine_file": str(tmp_path / "missing-engine.json")},
         )
     nb = nbformat.read(tmp_path / "worker.ipynb", as_version=4)
     text = "\n".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))

@@ -263,6 +263,11 @@ class Cluster:
         except OSError:
             return False
 
+    def busy_engine_ids(self) -> set[int]:
+        """Engines that still hold work this client sent (known here, no question to the hub)."""
+        outstanding = self._client._outstanding_dict
+        return {eid for eid, uuid in self._client._engines.items() if outstanding.get(uuid)}
+
     def is_registered(self, worker: Worker) -> bool:
         """Whether the controller still counts `worker`'s engine."""
         return worker.engine_id in self._client.ids

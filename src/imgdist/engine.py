@@ -6,12 +6,10 @@ worker machines need the same imgdist installed.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import platform
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,26 +121,21 @@ def process_claimed(
     All engines get the same list and claim the next image by incrementing a counter in the
     file `counter_path` under an exclusive lock, so the images are shared out with one message
     per engine and a slow engine simply claims fewer. (A counter, not a file per claim: file
-    creation costs ~130 us on the project's disk, the counter ~5 us.) Engines on one host also
-    share its cores: an engine works only while it holds one of the host's core slots, so more
-    engines than cores take turns instead of thrashing. Returns `[worker, done, errors]`.
+    creation costs ~130 us on the project's disk, the counter ~5 us.) Returns
+    `[worker, done, errors]`.
     """
     _one_thread()
     worker = worker_name()
     done: list[int] = []
     errors: dict[int, str] = {}
-    with Path(counter_path).open("r+b") as counter, CoreSlots() as slots:
-        while True:
-            with slots.one():
-                position = claim_next(counter.fileno())
-                if position >= len(items):
-                    break
-                index, source, output = items[position]
-                try:
-                    process_file(source, output, worker, max_pixels=max_pixels)
-                except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
-                    errors[index] = str(exc) or type(exc).__name__
-                    continue
+    with Path(counter_path).open("r+b") as counter:
+        while (position := claim_next(counter.fileno())) < len(items):
+            index, source, output = items[position]
+            try:
+                process_file(source, output, worker, max_pixels=max_pixels)
+            except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
+                errors[index] = str(exc) or type(exc).__name__
+                continue
             done.append(index)
     return [worker, done, errors]
 
@@ -164,50 +157,6 @@ def read_counter(path: Path) -> int:
         return int.from_bytes(Path(path).read_bytes()[:8] or b"\0", "little")
     except OSError:
         return 0
-
-
-class CoreSlots:
-    """One lock file per core of this host (in its local temp folder); holding one means
-    "I am using a core now"."""
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.gettempdir()) / f"imgdist-cores-{os.getuid()}"
-        self.fds: list[int] = []
-
-    def __enter__(self) -> CoreSlots:  # noqa: PYI034 - Self needs 3.11 typing only
-        self.folder.mkdir(mode=0o700, exist_ok=True)
-        cores = (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1
-        )
-        self.fds = [
-            os.open(self.folder / str(k), os.O_CREAT | os.O_RDWR, 0o600) for k in range(cores)
-        ]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for fd in self.fds:
-            os.close(fd)
-
-    @contextlib.contextmanager
-    def one(self):
-        """Hold a free core slot (waiting for one if all are taken) for the block."""
-        held = None
-        for fd in self.fds:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue
-            held = fd
-            break
-        if held is None:
-            held = self.fds[os.getpid() % len(self.fds)]
-            fcntl.flock(held, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(held, fcntl.LOCK_UN)
 
 
 def sees(path: str, token: str) -> bool:

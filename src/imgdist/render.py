@@ -156,7 +156,7 @@ def bench_chart(
         label = f"{report.speedup(case.name, reference):.2f}x"
         ax.annotate(
             label,
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            (bar.get_x() + bar.get_width() / 2, case.max_s * 1000),
             xytext=(0, 3),
             textcoords="offset points",
             ha="center",

@@ -7,13 +7,15 @@ person's clicks would.
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ipywidgets as w
 
 from imgdist.cluster import Cluster, Worker
 from imgdist.errors import ImgdistError
+from imgdist.results import Progress
 from imgdist.worker import WorkerEngine
 from imgdist.workers import Connections, non_ascii_note, resolve
 
@@ -26,9 +28,18 @@ def _message(kind: str, text: str) -> str:
 class WorkerForm:
     """One text box per worker, Connect and Disconnect, and the live list of connected workers."""
 
-    def __init__(self, cluster: Cluster, names: Sequence[str], *, boxes: int = 4) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        names: Sequence[str],
+        *,
+        boxes: int = 4,
+        known: Sequence[Worker] = (),
+    ) -> None:
         self.cluster = cluster
         self.connections = Connections(cluster)
+        self.known = list(known)
+        self.processed: dict[str, int] = {}
         padded = [*names, *[""] * boxes][:boxes]
         self.boxes = [
             w.Text(
@@ -42,6 +53,7 @@ class WorkerForm:
         self.connect_button = w.Button(description="Connect", button_style="primary", icon="plug")
         self.disconnect_button = w.Button(description="Disconnect", icon="unlink")
         self.connected = w.HTML()
+        self.panel = w.HTML()
         self.message = w.HTML()
         self.connect_button.on_click(lambda _: self._safely(self.connect))
         self.disconnect_button.on_click(lambda _: self._safely(self.disconnect))
@@ -51,6 +63,7 @@ class WorkerForm:
                 w.HBox([self.connect_button, self.disconnect_button]),
                 self.connected,
                 self.message,
+                self.panel,
             ]
         )
         self._refresh()
@@ -88,11 +101,95 @@ class WorkerForm:
         except ImgdistError as exc:
             self.message.value = _message("error", str(exc))
 
+    def progress(self, total: int | None) -> ProgressBar:
+        """A progress bar for one run, shown in the current cell (pass it as `on_progress`);
+        when the run ends, the worker panel counts its work."""
+        bar = ProgressBar(total, on_done=self._count)
+        _show(bar)
+        return bar
+
+    def _count(self, progress: Progress) -> None:
+        for name, count in progress.per_worker.items():
+            self.processed[name] = self.processed.get(name, 0) + count
+        self._refresh()
+
+    def refresh(self) -> None:
+        """Show the connected list and the worker panel as they are now."""
+        self._refresh()
+
     def _refresh(self, note: str = "") -> None:
         names = self.connections.names()
         shown = ", ".join(names) if names else "(none: only this notebook)"
         self.connected.value = f"<b>Connected workers:</b> <code>{html.escape(shown)}</code>"
         self.message.value = _message("info", note) if note else ""
+        rows = "".join(
+            f"<tr><td><code>{html.escape(s.name)}</code></td><td>{html.escape(s.host)}</td>"
+            f'<td class="imgdist-state-{s.state.replace(" ", "-")}">{s.state}</td><td>{s.processed}</td></tr>'
+            for s in self.connections.states(self.known, self.processed)
+        )
+        self.panel.value = (
+            '<table class="imgdist-workers"><tr><th>worker</th><th>host</th><th>state</th>'
+            f"<th>images processed</th></tr>{rows}</table>"
+        )
+
+
+def _show(thing: object) -> None:
+    from IPython import get_ipython
+    from IPython.display import display
+
+    if get_ipython() is not None:
+        display(thing)
+
+
+class ProgressBar:
+    """Images done of total and per-worker counts, as a widget; a plain line at the end.
+
+    Updates are throttled (10 a second), so thousands of images do not flood the front end.
+    """
+
+    def __init__(
+        self, total: int | None, *, on_done: Callable[[Progress], None] | None = None
+    ) -> None:
+        self.total = total
+        self.on_done = on_done
+        self.bar = w.IntProgress(
+            value=0,
+            min=0,
+            max=total or 1,
+            description="Images",
+            bar_style="info",
+            layout=w.Layout(width="420px"),
+        )
+        self.label = w.HTML()
+        self.widget = w.HBox([self.bar, self.label])
+        self.last_update = 0.0
+        self.finished = False
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def __call__(self, progress: Progress) -> None:
+        complete = self.total is not None and progress.done >= self.total
+        now = time.monotonic()
+        if not complete and now - self.last_update < 0.1:
+            return
+        self.last_update = now
+        self.bar.value = min(progress.done, self.bar.max)
+        self.label.value = html.escape(self.describe(progress))
+        if complete and not self.finished:
+            self.finished = True
+            self.bar.bar_style = "danger" if progress.failed else "success"
+            print(self.describe(progress))
+            if self.on_done is not None:
+                self.on_done(progress)
+
+    def describe(self, progress: Progress) -> str:
+        """'32/32 images (0 failed) — worker1@h: 8, ...'."""
+        of = f"/{self.total}" if self.total is not None else ""
+        counts = ", ".join(f"{name}: {n}" for name, n in sorted(progress.per_worker.items()))
+        return f"{progress.done}{of} images ({progress.failed} failed) — {counts}"
 
 
 class WorkerLauncher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from imgdist.cluster import Cluster, Worker
 from imgdist.errors import WorkerNameError
@@ -67,6 +68,16 @@ def resolve(
     return [by_name[n] for n in names]
 
 
+@dataclass(frozen=True)
+class WorkerState:
+    """One row of the worker panel."""
+
+    name: str
+    host: str
+    state: str  # "idle", "busy", "not connected" or "gone"
+    processed: int
+
+
 class Connections:
     """The workers this notebook is connected to: the Livebook's `Node.list(:connected)`."""
 
@@ -94,3 +105,20 @@ class Connections:
     def names(self) -> list[str]:
         """Names of the connected workers."""
         return [w.name for w in self.list()]
+
+    def states(self, known: Iterable[Worker], processed: dict[str, int]) -> list[WorkerState]:
+        """The panel: every known or connected worker, its state and how many images it processed."""
+        alive = set(self.cluster.engine_ids)
+        busy = self.cluster.busy_engine_ids()
+        rows: dict[str, WorkerState] = {}
+        for worker in [*known, *self._connected.values()]:
+            if worker.engine_id not in alive:
+                state = "gone"
+            elif worker.name not in self._connected:
+                state = "not connected"
+            else:
+                state = "busy" if worker.engine_id in busy else "idle"
+            rows[worker.name] = WorkerState(
+                worker.name, worker.host, state, processed.get(worker.name, 0)
+            )
+        return list(rows.values())
