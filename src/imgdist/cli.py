@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         "when every image was processed.",
     )
     where = run.add_mutually_exclusive_group()
-    where.add_argument("--local", type=int, metavar="N", help="start N local engines (default: 4)")
+    where.add_argument(
+        "--local",
+        type=int,
+        metavar="N",
+        help="start a controller here with N local engines (default: 4; 0 for none: workers join)",
+    )
     where.add_argument(
         "--connection",
         metavar="CLIENT_JSON",
@@ -73,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="S",
         help="seconds to wait for engines to start or answer (default: 60)",
+    )
+    run.add_argument(
+        "--ip",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address the controller started here listens on (default: 127.0.0.1, this machine only)",
+    )
+    run.add_argument(
+        "--curve",
+        action="store_true",
+        help="encrypt and authenticate the cluster's traffic with CurveZMQ (or set IPP_ENABLE_CURVE=1)",
     )
     run.add_argument(
         "--resume",
@@ -170,8 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from imgdist.runner import check_out_dir, expand_inputs, open_cluster, portrait_copies
-    from imgdist.workers import resolve
+    from imgdist.runner import (
+        check_out_dir,
+        expand_inputs,
+        join_instructions,
+        open_cluster,
+        portrait_copies,
+    )
+    from imgdist.workers import resolve, wait_for_workers
 
     out = check_out_dir(args.out)
     sources = (
@@ -180,18 +203,23 @@ def _run(args: argparse.Namespace) -> int:
         else portrait_copies(out, url=args.url, copies=args.images)
     )
     local = args.local if args.local is not None else (0 if args.connection else 4)
+    curve = args.curve or os.environ.get("IPP_ENABLE_CURVE") == "1"
     with open_cluster(
-        local=local, connection=args.connection or "", timeout_s=args.timeout
+        local=local,
+        connection=args.connection or "",
+        timeout_s=args.timeout,
+        controller_ip=args.ip,
+        curve=curve,
     ) as cluster:
-        if args.connection:
+        if cluster.is_local and (local == 0 or not args.ip.startswith("127.")):
+            print(join_instructions(cluster.engine_connection_file), flush=True)
+        names = [n for n in args.workers.split(",") if n.strip()]
+        if names:
+            workers = wait_for_workers(cluster, names, timeout_s=args.timeout)
+        else:
             cluster.wait_for_engines(1, timeout_s=args.timeout)
-        known = cluster.workers(timeout_s=args.timeout)
-        names = (
-            [n for n in args.workers.split(",") if n.strip()]
-            if args.workers
-            else [w.name for w in known]
-        )
-        workers = resolve(cluster, names, known=known)
+            known = cluster.workers(timeout_s=args.timeout)
+            workers = resolve(cluster, [w.name for w in known], known=known)
         print(
             f"Processing {len(sources)} images on {', '.join(w.name for w in workers)} ...",
             flush=True,

@@ -26,6 +26,7 @@ from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerLostError
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_ANSWER_TIMEOUT_S = 10.0
+HEARTBEAT_ARGS = ("--HeartMonitor.period=1000", "--HeartMonitor.max_heartmonitor_misses=5")
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,23 @@ class Cluster:
         profile_dir: Path | None = None,
         controller_ip: str = "127.0.0.1",
         controller_args: list[str] | None = None,
+        curve: bool = False,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> Cluster:
-        """Start a controller and `n_engines` engines here, named `<label_prefix>1@host` ..."""
+        """Start a controller and `n_engines` engines here, named `<label_prefix>1@host` ...
+
+        The controller listens on `controller_ip` (loopback unless told otherwise), checks
+        engines' heartbeats every second (a worker that stops answering is given up after
+        5 s, not ipyparallel's default 35 s), and with `curve` encrypts with CurveZMQ.
+        """
         if profile_dir is not None:
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
         options = {"profile_dir": str(profile_dir)} if profile_dir is not None else {}
+        args = [*HEARTBEAT_ARGS, *(["--IPController.enable_curve=True"] if curve else [])]
         local = ipp.Cluster(
             n=n_engines,
             controller_ip=controller_ip,
-            controller_args=list(controller_args or []),
+            controller_args=[*args, *(controller_args or [])],
             log_level=logging.WARNING,
             **options,
         )

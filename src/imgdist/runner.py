@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -66,17 +68,51 @@ def open_cluster(
     connection: str = "",
     timeout_s: float = 60.0,
     controller_ip: str = "127.0.0.1",
+    curve: bool = False,
 ) -> Cluster:
-    """Start `local` engines here, or connect to the cluster named by `connection`."""
+    """Connect to the cluster named by `connection`, or start a controller here (listening on
+    `controller_ip`, loopback by default) with `local` engines (0: workers join from elsewhere)."""
     if local and connection:
         msg = f"both local={local} and connection={connection!r} given; choose one."
         raise ParameterError(msg)
     if connection:
         return Cluster.connect(connection, timeout_s=min(timeout_s, 30.0))
-    if local < 1:
-        msg = f"local = {local}; give the number of local engines to start (e.g. 4), or a connection file."
+    if local < 0:
+        msg = f"local = {local}; give how many local engines to start (0 for none), or a connection file."
         raise ParameterError(msg)
-    return Cluster.start_local(local, timeout_s=timeout_s, controller_ip=controller_ip)
+    return Cluster.start_local(local, timeout_s=timeout_s, controller_ip=controller_ip, curve=curve)
+
+
+def join_instructions(engine_file: Path | None) -> str:
+    """How a worker machine joins: the file to copy (never its key), the command, the ports."""
+    if engine_file is None:
+        return (
+            "This cluster's engine connection file is not on this machine; ask whoever started it."
+        )
+    info = json.loads(Path(engine_file).read_text())
+    address = str(info.get("interface", "")).removeprefix("tcp://")
+    ports = sorted({int(p) for key in PORT_KEYS for p in _as_list(info.get(key)) if p})
+    loopback = address.startswith("127.") or address in ("localhost", "::1")
+    lines = [
+        f"Engine connection file: {engine_file}",
+        f"The controller listens on {address}, TCP ports {', '.join(map(str, ports))}"
+        + (
+            " (loopback only: start it with another address for other machines)."
+            if loopback
+            else "."
+        ),
+        "On each worker machine, copy the file (it holds the cluster's key: keep it private) and start a worker:",
+        f"  scp {socket.gethostname()}:{engine_file} .",
+        f"  imgdist worker --connection {Path(engine_file).name} --name worker1",
+    ]
+    return "\n".join(lines)
+
+
+PORT_KEYS = ("registration", "control", "mux", "task", "iopub", "hb_ping", "hb_pong", "broadcast")
+
+
+def _as_list(value: object) -> list:
+    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def worker_count_label(n: int) -> str:

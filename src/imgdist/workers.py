@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -76,6 +77,19 @@ class WorkerState:
     host: str
     state: str  # "idle", "busy", "not connected" or "gone"
     processed: int
+
+
+def wait_for_workers(cluster: Cluster, typed: Sequence[str], *, timeout_s: float) -> list[Worker]:
+    """The named workers once all have registered (workers on other machines join when they
+    start), or after `timeout_s` the error saying which names exist."""
+    names = check_names(typed)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        known = cluster.workers(timeout_s=min(10.0, timeout_s))
+        present = {w.name for w in known}
+        if set(names) <= present or time.monotonic() > deadline:
+            return resolve(cluster, names, known=known)
+        time.sleep(0.25)
 
 
 class Connections:
