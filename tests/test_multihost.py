@@ -102,10 +102,18 @@ def manifest_workers(out: Path) -> list[str]:
     return [row["worker"] for row in json.loads((out / "manifest.json").read_text())]
 
 
-def check_results(out: Path, workers: int) -> None:
+def check_results(out: Path, workers: int, images: int = 32) -> None:
     if CHECKER.is_file():
         check = subprocess.run(
-            [sys.executable, str(CHECKER), str(out), "--expect-workers", str(workers)],
+            [
+                sys.executable,
+                str(CHECKER),
+                str(out),
+                "--expect-workers",
+                str(workers),
+                "--expect-images",
+                str(images),
+            ],
             capture_output=True,
             text=True,
             timeout=120,
@@ -174,3 +182,166 @@ def test_shaped_link_still_correct(net, tmp_path):
     print(
         f"shaped link (h2: {shaping}): job incl. worker start {elapsed:.1f} s; {output.splitlines()[-4]}"
     )
+
+
+def test_curve_encryption(net, tmp_path):
+    """With --curve the connection file carries the server key, and a two-host job still passes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    main, engine_file = start_main(
+        net, out, "--workers", "worker1@h1host", "--images", "8", "--curve"
+    )
+    assert json.loads(engine_file.read_text())["curve_serverkey"]
+    start_worker(net, "h1", engine_file, "worker1", out)
+    output = finish(main)
+    assert "8 images processed, 0 failed" in output
+    assert set(manifest_workers(out)) == {"worker1@h1host"}
+
+
+def count_outputs(folder: Path) -> int:
+    return sum(1 for _ in folder.glob("*_processed.jpg")) if folder.is_dir() else 0
+
+
+def test_a_link_cut_mid_run(net, tmp_path):
+    """A worker's link cut mid-run (`ip link set ... down`): the job completes on the other worker
+    within a bounded time, and says which worker it lost."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for host in ("h3", "h4"):
+        net.shape(host, rate="100mbit")  # slow enough that the cut lands mid-run
+    names = ["worker3@h3host", "worker4@h4host"]
+    main, engine_file = start_main(net, out, "--workers", ",".join(names), "--images", "600")
+    for host, label in (("h3", "worker3"), ("h4", "worker4")):
+        start_worker(net, host, engine_file, label, out)
+    deadline = time.monotonic() + 120
+    while count_outputs(out / "images") < 60:
+        assert time.monotonic() < deadline, "the run did not get going"
+        assert main.poll() is None, main.stdout.read()
+        time.sleep(0.05)
+    net.cut("h4")
+    cut_at = time.monotonic()
+    output = finish(main, timeout_s=120)
+    after_cut = time.monotonic() - cut_at
+    print(
+        f"link cut after {count_outputs(out / 'images')} outputs existed; finished {after_cut:.1f} s later"
+    )
+    assert after_cut < 60
+    assert "600 images processed, 0 failed" in output
+    assert "Workers lost during the run: worker4@h4host" in output
+    assert len(manifest_workers(out)) == 600
+    check_results(out, 1, images=600)
+
+
+@pytest.fixture(scope="module")
+def sshd(net, tmp_path_factory):
+    """Debian's sshd in hosts h1 and h2 (own hostnames), with a throwaway host key and client key."""
+    if not Path("/usr/sbin/sshd").exists():
+        pytest.skip("openssh-server is not installed (.ci/run installs it)")
+    folder = tmp_path_factory.mktemp("ssh")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "client")], check=True
+    )
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / "hostkey")], check=True
+    )
+    (folder / "authorized_keys").write_text((folder / "client.pub").read_text())
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    for host in ("h1", "h2"):
+        config = folder / f"sshd-{host}.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {net.address(host)}",
+                    "Port 22",
+                    f"HostKey {folder / 'hostkey'}",
+                    f"AuthorizedKeysFile {folder / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "StrictModes no",
+                    "UsePAM no",
+                    f"PidFile {folder / f'sshd-{host}.pid'}",
+                    "Subsystem sftp /usr/lib/openssh/sftp-server",
+                    "",
+                ]
+            )
+        )
+        net.popen(
+            host,
+            ["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+            hostname=f"{host}host",
+            stdout=subprocess.DEVNULL,
+            stderr=(folder / f"sshd-{host}.log").open("w"),
+        )
+    ssh_args = (
+        f"-i {folder / 'client'} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+        "-o BatchMode=yes -o ConnectTimeout=10"
+    )
+    for host in ("h1", "h2"):  # wait (bounded) until each sshd answers
+        deadline = time.monotonic() + 30
+        while net.run(
+            "main", ["ssh", *ssh_args.split(), f"root@{net.address(host)}", "true"], timeout=30
+        ).returncode:
+            assert time.monotonic() < deadline, (folder / f"sshd-{host}.log").read_text()
+            time.sleep(0.2)
+    return ssh_args
+
+
+def test_engines_launched_over_ssh(net, sshd, tmp_path):
+    """`imgdist run --ssh root@h1,root@h2`: engines start on both hosts over SSH and do the job."""
+    out = tmp_path / "out"
+    out.mkdir()
+    hosts = f"root@{net.address('h1')},root@{net.address('h2')}"
+    main = net.popen(
+        "main",
+        [
+            *IMGDIST,
+            "run",
+            "--local",
+            "0",
+            "--ip",
+            net.address("main"),
+            "--ssh",
+            hosts,
+            "--ssh-args",
+            sshd,
+            "--images",
+            "16",
+            "--out",
+            str(out),
+            "--timeout",
+            "60",
+        ],
+        hostname="mainhost",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = finish(main)
+    assert "Started over SSH: worker1@h1host, worker2@h2host" in output
+    assert "16 images processed, 0 failed" in output
+    assert set(manifest_workers(out)) == {"worker1@h1host", "worker2@h2host"}
+
+
+def test_start_button_launches_over_ssh(net, sshd, tmp_path):
+    """The notebook's Start flow: `root@<h2>` typed into a box, Start pressed, the box then holds the
+    new worker's name, and a job runs on it."""
+    done = net.run(
+        "main",
+        [
+            sys.executable,
+            str(Path(__file__).parent / "ssh_form_flow.py"),
+            net.address("main"),
+            f"root@{net.address('h2')}",
+            sshd,
+            str(tmp_path),
+        ],
+        hostname="mainhost",
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["box"] == "worker1@h2host", outcome
+    assert outcome["connected"] == ["worker1@h2host"]
+    assert outcome["processed"] == 8
+    assert outcome["workers"] == ["worker1@h2host"]

@@ -18,7 +18,7 @@ from imgdist.render import (
     show_image,
     wire_summary,
 )
-from imgdist.runner import check_out_dir, open_cluster, speed_comparison
+from imgdist.runner import check_out_dir, join_instructions, open_cluster, speed_comparison
 from imgdist.transports import save_image
 from imgdist.workers import own_name
 
@@ -37,6 +37,7 @@ __all__ = [
     "from_wire",
     "get_portrait",
     "image_grid",
+    "join_instructions",
     "make_copies",
     "measure",
     "open_cluster",

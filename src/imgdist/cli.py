@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Sequence
@@ -85,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         metavar="ADDRESS",
         help="address the controller started here listens on (default: 127.0.0.1, this machine only)",
+    )
+    run.add_argument(
+        "--ssh",
+        default="",
+        metavar="HOST[,HOST...]",
+        help="also start one engine on each [user@]host over SSH (needs --ip reachable from there)",
+    )
+    run.add_argument(
+        "--ssh-args",
+        default="",
+        metavar="ARGS",
+        help='extra ssh options, e.g. "-i ~/.ssh/lab -o StrictHostKeyChecking=accept-new"',
+    )
+    run.add_argument(
+        "--remote-python",
+        default="",
+        metavar="PATH",
+        help="the Python with imgdist on the SSH hosts (default: this interpreter's path)",
     )
     run.add_argument(
         "--curve",
@@ -213,6 +232,10 @@ def _run(args: argparse.Namespace) -> int:
     ) as cluster:
         if cluster.is_local and (local == 0 or not args.ip.startswith("127.")):
             print(join_instructions(cluster.engine_connection_file), flush=True)
+        if args.ssh:
+            hosts = [h.strip() for h in args.ssh.split(",") if h.strip()]
+            started = start_over_ssh(cluster, hosts, args, first_label=local + 1)
+            print(f"Started over SSH: {', '.join(w.name for w in started)}", flush=True)
         names = [n for n in args.workers.split(",") if n.strip()]
         if names:
             workers = wait_for_workers(cluster, names, timeout_s=args.timeout)
@@ -242,6 +265,29 @@ def _run(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"Outputs: {out / 'images'}; manifest: {out / 'manifest.json'}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def start_over_ssh(cluster, hosts: list[str], args: argparse.Namespace, *, first_label: int):
+    """One engine per SSH host, labelled worker<first_label>, worker<first_label + 1>, ..."""
+    if args.ip.startswith("127.") and not all(_is_loopback(h) for h in hosts):
+        msg = (
+            f"--ssh {args.ssh} starts engines on other machines, but the controller listens on {args.ip} "
+            "only; add --ip with an address of this machine that they can reach."
+        )
+        raise ParameterError(msg)
+    labels = [f"worker{first_label + i}" for i in range(len(hosts))]
+    return cluster.start_ssh_engines(
+        hosts,
+        labels,
+        ssh_args=shlex.split(args.ssh_args),
+        remote_python=args.remote_python,
+        timeout_s=args.timeout,
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rpartition("@")[2].partition(":")[0]
+    return name in ("localhost", "::1") or name.startswith("127.")
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import socket
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Self
 import ipyparallel as ipp
 from ipyparallel import error as ipp_error
 
-from imgdist.engine import EngineTask, Identity
+from imgdist.engine import LABEL_ENV, EngineTask, Identity
 from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerLostError
 
 DEFAULT_START_TIMEOUT_S = 60.0
@@ -123,8 +125,8 @@ class Cluster:
         except (TimeoutError, ipp_error.TimeoutError):
             msg = (
                 f"The controller named in {text!r} did not answer within {timeout_s:g} s: the "
-                "cluster is gone (a stale connection file) or a firewall blocks its ports; "
-                "start the cluster again and use its new connection file."
+                "cluster is gone (a stale connection file), a firewall blocks its ports, or the "
+                "file's key is wrong; start the cluster again and use its new connection file."
             )
             raise ConnectionFileError(msg) from None
         except OSError as exc:
@@ -319,6 +321,71 @@ class Cluster:
             return security / f"ipcontroller-{self._local.cluster_id}-client.json"
         return Path(self.source) if self.source.endswith(".json") else None
 
+    def start_ssh_engines(
+        self,
+        hosts: list[str],
+        labels: list[str],
+        *,
+        ssh_args: list[str] | None = None,
+        remote_python: str = "",
+        timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> list[Worker]:
+        """Start one engine on each of `hosts` (`[user@]host[:port]`) over SSH, through
+        ipyparallel's SSH engine launcher, named `labels[i]@<that host>`.
+
+        `remote_python` is the interpreter on the hosts that has imgdist (default: this one's
+        path); the hosts must reach this controller's address.
+        """
+        if self._local is None:
+            msg = "engines over SSH start from a cluster started here; start it with this notebook or `imgdist run`."
+            raise RuntimeError(msg)
+        python = remote_python or sys.executable
+        engines = {
+            host: {
+                "n": 1,
+                "engine_cmd": ["env", f"{LABEL_ENV}={label}", python, "-m", "ipyparallel.engine"],
+            }
+            for host, label in zip(hosts, labels, strict=True)
+        }
+        ssh = list(ssh_args or [])
+        before = set(self._client.ids)
+        launcher_class = self._local.engine_launcher_class
+        self._local.engine_launcher_class = "ssh"
+        try:
+            self._local.start_engines_sync(
+                n=len(hosts),
+                engines=engines,
+                ssh_args=ssh,
+                scp_args=_scp_args(ssh),
+                remote_python=python,
+                # not the local profile's path: on a shared disk scp would copy the file onto itself
+                remote_profile_dir=f"/tmp/imgdist-ssh-{self._local.cluster_id}",
+            )
+        except subprocess.CalledProcessError as exc:
+            msg = (
+                f"could not start an engine over SSH on {', '.join(hosts)} ({exc.cmd[0]} exited with "
+                f"{exc.returncode}); check that `ssh HOST` works without a password and that {python} "
+                "with imgdist exists there."
+            )
+            raise NoEnginesError(msg) from None
+        finally:
+            self._local.engine_launcher_class = launcher_class
+        new_ids = self._wait_for_new(before, len(hosts), timeout_s=timeout_s)
+        return self.identify(new_ids)
+
+    def _wait_for_new(self, before: set[int], n_engines: int, *, timeout_s: float) -> list[int]:
+        # new ids rather than a count: an engine that just died may still be counted
+        deadline = time.monotonic() + timeout_s
+        while len(set(self._client.ids) - before) < n_engines:
+            if time.monotonic() > deadline:
+                msg = (
+                    f"{len(set(self._client.ids) - before)} of {n_engines} new engines registered "
+                    f"within {timeout_s:g} s; check the engine logs in {self._local.profile_dir}."
+                )
+                raise NoEnginesError(msg)
+            time.sleep(0.05)
+        return sorted(set(self._client.ids) - before)
+
     def start_engines(
         self,
         n_engines: int,
@@ -337,17 +404,7 @@ class Cluster:
             raise RuntimeError(msg)
         before = set(self._client.ids)
         self._local.start_engines_sync(n=n_engines)
-        # wait for new ids rather than a count: an engine that just died may still be counted
-        deadline = time.monotonic() + timeout_s
-        while len(set(self._client.ids) - before) < n_engines:
-            if time.monotonic() > deadline:
-                msg = (
-                    f"{len(set(self._client.ids) - before)} of {n_engines} new local engines registered "
-                    f"within {timeout_s:g} s; check the engine logs in {self._local.profile_dir}."
-                )
-                raise NoEnginesError(msg)
-            time.sleep(0.05)
-        new_ids = sorted(set(self._client.ids) - before)
+        new_ids = self._wait_for_new(before, n_engines, timeout_s=timeout_s)
         names = list(labels or []) + [
             f"{label_prefix}{eid + 1}" for eid in new_ids[len(labels or []) :]
         ]
@@ -370,6 +427,11 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _scp_args(ssh_args: list[str]) -> list[str]:
+    # scp spells ssh's port option -P; everything else (-i, -o ...) is the same
+    return ["-P" if arg == "-p" else arg for arg in ssh_args]
 
 
 def check_connection_file(path: str | Path) -> Path:

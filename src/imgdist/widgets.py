@@ -7,6 +7,7 @@ person's clicks would.
 from __future__ import annotations
 
 import html
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -35,8 +36,12 @@ class WorkerForm:
         *,
         boxes: int = 4,
         known: Sequence[Worker] = (),
+        ssh_args: str = "",
+        remote_python: str = "",
     ) -> None:
         self.cluster = cluster
+        self.ssh_args = shlex.split(ssh_args)
+        self.remote_python = remote_python
         self.connections = Connections(cluster)
         self.known = list(known)
         self.processed: dict[str, int] = {}
@@ -52,15 +57,21 @@ class WorkerForm:
         ]
         self.connect_button = w.Button(description="Connect", button_style="primary", icon="plug")
         self.disconnect_button = w.Button(description="Disconnect", icon="unlink")
+        self.start_button = w.Button(
+            description="Start",
+            icon="play",
+            tooltip="start an engine over SSH on each [user@]host typed in a box",
+        )
         self.connected = w.HTML()
         self.panel = w.HTML()
         self.message = w.HTML()
         self.connect_button.on_click(lambda _: self._safely(self.connect))
         self.disconnect_button.on_click(lambda _: self._safely(self.disconnect))
+        self.start_button.on_click(lambda _: self._safely(self.start))
         self.widget = w.VBox(
             [
                 *self.boxes,
-                w.HBox([self.connect_button, self.disconnect_button]),
+                w.HBox([self.connect_button, self.disconnect_button, self.start_button]),
                 self.connected,
                 self.message,
                 self.panel,
@@ -94,6 +105,33 @@ class WorkerForm:
         self.connections.disconnect([t for t in self.typed(count) if t.strip()])
         self._refresh()
         return self.connections.names()
+
+    def start(self, count: int | None = None) -> list[str]:
+        """Start an engine over SSH for every box (of the first `count`) holding a `[user@]host`
+        rather than a worker's name; each such box then holds its new worker's name."""
+        names = {worker.name for worker in self.cluster.workers()}
+        targets = {
+            position: text.strip()
+            for position, text in enumerate(self.typed(count), start=1)
+            if text.strip() and text.strip() not in names
+        }
+        if targets:
+            self.message.value = _message(
+                "info", f"Starting engines over SSH on {', '.join(targets.values())} ..."
+            )
+            labels = {position: f"worker{position}" for position in targets}
+            started = self.cluster.start_ssh_engines(
+                list(targets.values()),
+                list(labels.values()),
+                ssh_args=self.ssh_args,
+                remote_python=self.remote_python,
+            )
+            for position, label in labels.items():
+                worker = next(w for w in started if w.name.startswith(f"{label}@"))
+                self.boxes[position - 1].value = worker.name
+                self.known.append(worker)
+        self._refresh()
+        return self.typed(count)
 
     def _safely(self, action) -> None:
         try:

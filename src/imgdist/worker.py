@@ -171,7 +171,9 @@ class WorkerEngine:
         self.stop()
         msg = (
             f"worker {self.name} did not register within {timeout_s:g} s; the controller is not reachable "
-            f"from here (address and ports in the connection file, firewall) or is gone. Log:\n{self.log_tail(3)}"
+            "from here (address and ports in the connection file, firewall), it is gone, the key in the "
+            "connection file is wrong (copy the file again), or its ipyparallel version differs from this "
+            f"machine's. Log:\n{self.log_tail(3)}"
         )
         raise NoEnginesError(msg)
 
