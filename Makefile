@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.imgdist-installed
 OUT ?= results
 
-.PHONY: venv run test test-slow test-all lab bench lint clean
+.PHONY: venv run test test-slow test-all lab bench bench-netns lint clean
 
 venv: $(STAMP)
 
@@ -39,3 +39,7 @@ clean:
 
 bench: venv
 	$(BIN)/imgdist bench --runs 10 --json $(OUT)/bench-suite.json --plot $(OUT)/bench-suite.png
+
+# the multi-host benchmark: fast against seed on 2 workers in network namespaces (needs root)
+bench-netns: venv
+	$(BIN)/python -m benchmarks.netns_bench --runs 10 --json $(OUT)/netns-bench.json

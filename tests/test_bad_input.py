@@ -57,7 +57,7 @@ EXPECTED_FAILURES = {
 }
 
 
-@pytest.mark.parametrize("transport", ["pixels", "encoded", "path"])
+@pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path"])
 def test_every_kind_of_file(workers, zoo, tmp_path, transport):
     """Good kinds decode to 8-bit BGR and are processed; bad ones fail alone, once, with their reason."""
     inputs = [*sorted(zoo.iterdir()), zoo / "missing.jpg"]

@@ -79,7 +79,7 @@ def expected_file(source, worker, suffix=".jpg"):
     return cv2.imdecode(np.frombuffer(cv2.imencode(suffix, out)[1], np.uint8), cv2.IMREAD_COLOR)
 
 
-@pytest.mark.parametrize("transport", ["pixels", "encoded", "path"])
+@pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path"])
 @pytest.mark.parametrize("schedule", ["round-robin", "balanced"])
 def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport, schedule):
     """Each transport and schedule writes, for every image, exactly threshold+label(worker) encoded."""
@@ -152,7 +152,7 @@ def test_parameter_errors(workers, copies):
     """Unknown transport or schedule, or no workers, are refused with the choices."""
     with pytest.raises(
         ParameterError,
-        match=r"transport .carrier-pigeon. is unknown; choose one of auto, pixels, encoded, path",
+        match=r"transport .carrier-pigeon. is unknown; choose one of auto, pixels, encoded, compact, path",
     ):
         distribute(workers, copies, transport="carrier-pigeon")
     with pytest.raises(

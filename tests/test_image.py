@@ -11,10 +11,12 @@ from imgdist.image import (
     copy_name,
     drawable_label,
     from_wire,
+    pack_mostly_binary,
     process_image,
     processed_name,
     threshold_and_label,
     to_wire,
+    unpack_mostly_binary,
 )
 
 
@@ -97,3 +99,18 @@ def test_wire_is_frozen():
     wire = Wire("uint8", (1,), b"\x00")
     with pytest.raises(AttributeError):
         wire.dtype = "uint16"  # type: ignore[misc]
+
+
+def test_pack_mostly_binary_round_trip(portrait_pixels):
+    """A labelled portrait packs to a fraction of its raw size and unpacks exactly."""
+    out = threshold_and_label(portrait_pixels, "worker1@h1host")
+    packed = pack_mostly_binary(out)
+    assert len(packed) < out.nbytes // 20
+    assert np.array_equal(unpack_mostly_binary(packed, out.shape), out)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13, 3), (40, 60, 4)])
+def test_pack_any_values(shape):
+    """Any 8-bit values survive packing, however few are 0 or 255."""
+    image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    assert np.array_equal(unpack_mostly_binary(pack_mostly_binary(image), shape), image)

@@ -38,7 +38,7 @@ def images(draw):
 
 
 @SETTINGS
-@given(image=images(), transport=st.sampled_from(["pixels", "encoded", "path"]))
+@given(image=images(), transport=st.sampled_from(["pixels", "encoded", "compact", "path"]))
 def test_worker_result_equals_local(workers, image, transport):
     """For a random image of any accepted kind, the worker's output equals the same work done here."""
     with tempfile.TemporaryDirectory() as folder:
@@ -60,7 +60,7 @@ BAD_KINDS = {
 @SETTINGS
 @given(
     batch=st.lists(st.sampled_from(["good", *BAD_KINDS]), min_size=1, max_size=12),
-    transport=st.sampled_from(["pixels", "encoded", "path"]),
+    transport=st.sampled_from(["pixels", "encoded", "compact", "path"]),
     schedule=st.sampled_from(["balanced", "round-robin"]),
 )
 def test_exactly_the_good_files_are_processed(workers, portrait_path, batch, transport, schedule):

@@ -18,7 +18,7 @@ import cv2
 from imgdist import __version__
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
 from imgdist.files import atomic_write
-from imgdist.image import Wire, process_image, threshold_and_label, to_wire
+from imgdist.image import Wire, pack_mostly_binary, process_image, threshold_and_label, to_wire
 
 LABEL_ENV = "IMGDIST_WORKER_LABEL"
 _label: str | None = os.environ.get(LABEL_ENV) or None
@@ -93,6 +93,12 @@ def _encoded_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> 
     name, ext = meta
     out = threshold_and_label(decode(payload, name, max_pixels=max_pixels), worker)
     return None, encode(out, ext)
+
+
+def _compact_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
+    name, _ext = meta
+    out = threshold_and_label(decode(payload, name, max_pixels=max_pixels), worker)
+    return out.shape, pack_mostly_binary(out)
 
 
 def _path_step(meta: tuple, payload: bytes, worker: str, max_pixels: int) -> tuple:
@@ -173,7 +179,12 @@ def _one_thread() -> None:
         cv2.setNumThreads(1)
 
 
-_STEPS = {"pixels": _pixels_step, "encoded": _encoded_step, "path": _path_step}
+_STEPS = {
+    "pixels": _pixels_step,
+    "encoded": _encoded_step,
+    "compact": _compact_step,
+    "path": _path_step,
+}
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import PurePath
 
@@ -74,3 +75,29 @@ def processed_name(source_name: str) -> str:
 def copy_name(base: str, index: int, ext: str) -> str:
     """The Livebook's name for copy `index` of a portrait: `<base>_d_<index><ext>`."""
     return f"{base}_d_{index}{ext}"
+
+
+def pack_mostly_binary(image: np.ndarray) -> bytes:
+    """An 8-bit image whose pixels are nearly all 0 or 255 (a thresholded one), losslessly small.
+
+    One bit per value, plus the few other values (OpenCV 5 anti-aliases parts of some glyphs)
+    by position, zlib-compressed: a labelled 600x512 portrait is ~25 KB instead of 921 KB raw or
+    126 KB as JPEG.
+    """
+    flat = np.ascontiguousarray(image, dtype=np.uint8).reshape(-1)
+    others = np.flatnonzero((flat != 0) & (flat != 255)).astype("<u4")
+    body = np.packbits(flat > 127).tobytes() + others.tobytes() + flat[others].tobytes()
+    return len(others).to_bytes(4, "little") + zlib.compress(body, 1)
+
+
+def unpack_mostly_binary(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
+    """The image `pack_mostly_binary` packed, exactly."""
+    n_others = int.from_bytes(data[:4], "little")
+    body = zlib.decompress(data[4:])
+    size = int(np.prod(shape))
+    bits_length = (size + 7) // 8
+    flat = np.unpackbits(np.frombuffer(body, np.uint8, bits_length), count=size)
+    flat *= 255
+    positions = np.frombuffer(body, "<u4", n_others, offset=bits_length)
+    flat[positions] = np.frombuffer(body, np.uint8, n_others, offset=bits_length + 4 * n_others)
+    return flat.reshape(shape)

@@ -1,0 +1,145 @@
+"""The multi-host benchmark (needs root): `fast` against `seed` on 2 workers on other test hosts,
+their links shaped to 100 Mbit/s (and 5 ms delay where the kernel has netem).
+
+    sudo .venv/bin/python -m benchmarks.netns_bench --images 32 --runs 10 --json results/netns-bench.json
+
+The outer run builds the test network (tests/netns.py) and starts the workers; the inner run,
+in the main host, starts the controller and measures, Benchee-style and interleaved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tests.netns import TestNetwork, namespaces_usable
+
+CASES = {
+    "seed/2": {"transport": "pixels", "schedule": "round-robin"},
+    "encoded/2": {"transport": "encoded"},
+    "fast/2": {},
+}
+
+
+def inner(args: argparse.Namespace) -> int:
+    """In the main host: controller on its address, wait for the two workers, measure."""
+    from imgdist.bench import measure
+    from imgdist.cluster import Cluster
+    from imgdist.distribute import distribute
+    from imgdist.portrait import make_copies, sample_portrait
+    from imgdist.render import bench_table_text
+    from imgdist.workers import wait_for_workers
+
+    out = Path(args.out)
+    with Cluster.start_local(0, controller_ip=args.ip, profile_dir=out / "profile") as cluster:
+        (out / "engine-file").write_text(str(cluster.engine_connection_file))
+        workers = wait_for_workers(cluster, ["worker1@h1host", "worker2@h2host"], timeout_s=60)
+        copies = make_copies(sample_portrait(), args.images, out / "data" / "images")
+
+        def case(options):
+            def run():
+                result = distribute(workers, copies, out_dir=out / "data" / "outputs", **options)
+                assert result.ok, result.summary()
+
+            return run
+
+        transports = {
+            name: distribute(workers, copies[:1], out_dir=out / "data" / "outputs", **o).transport
+            for name, o in CASES.items()
+        }
+        report = measure(
+            {name: case(o) for name, o in CASES.items()},
+            runs=args.runs,
+            warmup_runs=1,
+            params={"images": args.images, "link": args.link, "transports": transports},
+        )
+        print(bench_table_text(report, baseline="seed/2"))
+        print(f"fast/2 vs seed/2: {report.speedup('fast/2', 'seed/2'):.1f}x faster (by median)")
+        if args.json:
+            report.save(Path(args.json))
+    return 0
+
+
+def outer(args: argparse.Namespace) -> int:
+    reason = namespaces_usable()
+    if reason:
+        print(f"netns benchmark skipped: {reason}", file=sys.stderr)
+        return 2
+    with TestNetwork(["main", "h1", "h2"]) as net, tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        (out / "data").mkdir()  # the main's images: hidden from the workers, who share no disk with it
+        link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in ("h1", "h2"))
+        json_path = str(Path(args.json).resolve()) if args.json else ""
+        main = net.popen(
+            "main",
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.netns_bench",
+                "--inner",
+                "--ip",
+                net.address("main"),
+                "--out",
+                str(out),
+                "--images",
+                str(args.images),
+                "--runs",
+                str(args.runs),
+                "--link",
+                link,
+                *(["--json", json_path] if json_path else []),
+            ],
+            hostname="mainhost",
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + 60
+        while not (out / "engine-file").exists():
+            if time.monotonic() > deadline or main.poll() is not None:
+                print("the main host did not start its controller", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        engine_file = (out / "engine-file").read_text()
+        for index, host in enumerate(("h1", "h2"), start=1):
+            net.popen(
+                host,
+                [
+                    sys.executable,
+                    "-m",
+                    "imgdist",
+                    "worker",
+                    "--connection",
+                    engine_file,
+                    "--name",
+                    f"worker{index}",
+                ],
+                hostname=f"{host}host",
+                hide=(out / "data",),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        code = main.wait(timeout=1800)
+        print(f"links: {link}")
+        return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--rate", default="100mbit")
+    parser.add_argument("--delay", default="5ms")
+    parser.add_argument("--json", default="")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--ip", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--link", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    return inner(args) if args.inner else outer(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
