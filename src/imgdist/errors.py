@@ -27,6 +27,10 @@ class NoEnginesError(ImgdistError, TimeoutError):
     """Fewer engines than needed registered within the timeout."""
 
 
+class VersionMismatchError(ImgdistError):
+    """A worker runs another Python, ipyparallel or imgdist than the main, or lacks imgdist."""
+
+
 class ConnectionFileError(ImgdistError):
     """A connection file is missing, unreadable, or for a cluster that is gone."""
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from imgdist.cluster import Cluster, Worker
-from imgdist.errors import WorkerNameError
+from imgdist.errors import VersionMismatchError, WorkerNameError
 from imgdist.image import drawable_label
 
 
@@ -66,7 +66,11 @@ def resolve(
         have = ", ".join(sorted(by_name)) or "none: no engine is registered"
         msg = f"no engine is named {', '.join(map(repr, missing))}; the engines are: {have}."
         raise WorkerNameError(msg)
-    return [by_name[n] for n in names]
+    chosen = [by_name[n] for n in names]
+    problems = [w.problem for w in chosen if w.problem]
+    if problems:
+        raise VersionMismatchError(" ".join(problems))
+    return chosen
 
 
 @dataclass(frozen=True)
