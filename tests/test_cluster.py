@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from imgdist.cluster import Cluster
@@ -16,6 +17,8 @@ from imgdist.errors import ConnectionFileError, NoEnginesError
 from imgdist.runner import open_cluster
 from imgdist.worker import WorkerEngine
 from imgdist.workers import resolve
+
+from .conftest import wait_until
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
@@ -196,3 +199,40 @@ def test_worker_launcher_errors_are_one_sentence(tmp_path):
         "does not exist; copy ipcontroller-*-engine.json from the main machine"
         in launcher.status_line.value
     )
+
+
+def test_worker_engine_dies_with_its_starter(bare_controller, tmp_path):
+    """An engine started by a process that is SIGKILLed (a crashed kernel) stops too: no orphans."""
+    before = len(bare_controller.engine_ids)
+    script = (
+        "import sys, time\n"
+        "from imgdist.worker import WorkerEngine\n"
+        "engine = WorkerEngine.start(sys.argv[1], 'orphan', work_dir=__import__('pathlib').Path(sys.argv[2]))\n"
+        "engine.wait_registered(30)\n"
+        "print(engine.process.pid, flush=True)\n"
+        "time.sleep(300)\n"
+    )
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(bare_controller.engine_connection_file),
+            str(tmp_path / "orphan"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        engine_pid = int(starter.stdout.readline())
+        assert wait_until(lambda: len(bare_controller.engine_ids) == before + 1, timeout_s=20)
+    finally:
+        starter.kill()
+        starter.wait(10)
+    assert wait_until(
+        lambda: (
+            not psutil.pid_exists(engine_pid) or psutil.Process(engine_pid).status() == "zombie"
+        ),
+        timeout_s=20,
+    )
+    assert wait_until(lambda: len(bare_controller.engine_ids) == before, timeout_s=20)

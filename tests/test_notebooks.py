@@ -121,7 +121,7 @@ def test_worker_notebook_under_nbval(bare_controller):
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout
     # the kernel has shut down, and the engine it started went with it
-    assert wait_until(lambda: len(bare_controller.engine_ids) == before, timeout_s=20)
+    assert wait_until(lambda: len(bare_controller.engine_ids) == before, timeout_s=30)
 
 
 def test_worker_notebook_shows_the_name_and_status(bare_controller, tmp_path):

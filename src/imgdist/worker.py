@@ -112,11 +112,13 @@ class WorkerEngine:
             parents=True, exist_ok=True
         )  # ipengine exits if its profile dir is missing
         conn = connection_file(connection, work)
-        env = dict(os.environ, **{LABEL_ENV: check_label(label)})
+        env = dict(
+            os.environ, **{LABEL_ENV: check_label(label), "IMGDIST_STARTER_PID": str(os.getpid())}
+        )
         command = [
             sys.executable,
             "-m",
-            "ipyparallel.engine",
+            "imgdist.engine_main",  # ipengine, stopping when this process dies
             f"--file={conn}",
             f"--profile-dir={work / 'profile'}",
             *(extra_args or []),
