@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +15,7 @@ import pytest
 from imgdist.cluster import Cluster
 from imgdist.distribute import distribute
 from imgdist.errors import ConnectionFileError, NoEnginesError
-from imgdist.runner import open_cluster
+from imgdist.runner import join_instructions, open_cluster
 from imgdist.worker import WorkerEngine
 from imgdist.workers import resolve
 
@@ -236,3 +237,46 @@ def test_worker_engine_dies_with_its_starter(bare_controller, tmp_path):
         timeout_s=20,
     )
     assert wait_until(lambda: len(bare_controller.engine_ids) == before, timeout_s=20)
+
+
+def test_connect_by_profile_and_cluster_id(tmp_path, monkeypatch):
+    """`PROFILE:CLUSTER_ID` finds a running cluster the way ipyparallel does, in $IPYTHONDIR."""
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path))
+    started = Cluster.start_local(0, profile_dir=tmp_path / "profile_lab", timeout_s=60)
+    try:
+        cluster_id = started.client_connection_file.name.removeprefix("ipcontroller-").removesuffix(
+            "-client.json"
+        )
+        with open_cluster(connection=f"lab:{cluster_id}") as other:
+            assert other.engine_ids == started.engine_ids
+            assert other.controller_reachable()
+    finally:
+        started.stop()
+
+
+def test_join_instructions_never_show_the_key(bare_controller):
+    """The join hint names the file, the copy command, the address and ports, but not the key."""
+    text = join_instructions(bare_controller.engine_connection_file)
+    info = json.loads(bare_controller.engine_connection_file.read_text())
+    assert str(bare_controller.engine_connection_file) in text
+    assert "scp " in text
+    assert "imgdist worker --connection" in text
+    assert str(info["registration"]) in text
+    assert "loopback only" in text
+    assert info["key"] not in text
+
+
+def test_worker_for_a_controller_that_is_gone(tmp_path):
+    """A worker given the file of a stopped controller says so within its timeout."""
+    gone = Cluster.start_local(0, profile_dir=tmp_path / "profile", timeout_s=60)
+    stale = tmp_path / "ipcontroller-gone-engine.json"
+    stale.write_bytes(gone.engine_connection_file.read_bytes())
+    gone.stop()
+    engine = WorkerEngine.start(stale, "late", work_dir=tmp_path / "late")
+    try:
+        with pytest.raises(
+            NoEnginesError, match=r"did not register within 5 s; the controller is not reachable"
+        ):
+            engine.wait_registered(5)
+    finally:
+        engine.stop()

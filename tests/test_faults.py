@@ -23,15 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """A 4-engine cluster that these tests may kill engines of (replaced after each test)."""
-    started = Cluster.start_local(
-        4, profile_dir=tmp_path_factory.mktemp("faults-profile"), timeout_s=90
-    )
-    try:
-        yield started
-    finally:
-        started.stop()
+def cluster(local_cluster):
+    """This module's own 4-engine cluster (the tests kill its engines)."""
+    return local_cluster
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import time
 import cv2
 import pytest
 
-from imgdist.cluster import Cluster
 from imgdist.distribute import distribute
 from imgdist.files import read_manifest
 from imgdist.portrait import make_copies
@@ -32,14 +31,9 @@ def report(name: str, figures: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    started = Cluster.start_local(
-        4, profile_dir=tmp_path_factory.mktemp("load-profile"), timeout_s=90
-    )
-    try:
-        yield started
-    finally:
-        started.stop()
+def cluster(local_cluster):
+    """This module's own 4-engine cluster (the tests kill its engines)."""
+    return local_cluster
 
 
 def check_all_there(manifest, n_inputs: int) -> None:

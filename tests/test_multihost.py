@@ -292,31 +292,7 @@ def test_engines_launched_over_ssh(net, sshd, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     hosts = f"root@{net.address('h1')},root@{net.address('h2')}"
-    main = net.popen(
-        "main",
-        [
-            *IMGDIST,
-            "run",
-            "--local",
-            "0",
-            "--ip",
-            net.address("main"),
-            "--ssh",
-            hosts,
-            "--ssh-args",
-            sshd,
-            "--images",
-            "16",
-            "--out",
-            str(out),
-            "--timeout",
-            "60",
-        ],
-        hostname="mainhost",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    main, _ = start_main(net, out, "--ssh", hosts, "--ssh-args", sshd, "--images", "16")
     output = finish(main)
     assert "Started over SSH: worker1@h1host, worker2@h2host" in output
     assert "16 images processed, 0 failed" in output

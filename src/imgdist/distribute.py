@@ -52,7 +52,7 @@ def distribute(
     """Process `images` on `workers`; outputs go to `out_dir` (default: beside each source).
 
     `images` is read lazily, so the main process holds only what is in flight. `transport`
-    is how images travel (`auto`, `pixels`, `encoded`, `path`) and `schedule` how they are
+    is how images travel (`auto`, `pixels`, `encoded`, `compact`, `path`) and `schedule` how they are
     shared out (`balanced`, `round-robin`). With `manifest`, that JSON file lists every
     processed image and its worker, even when the run stops early; with `resume` too, images
     whose output that manifest lists and that still decodes are kept, not processed again.
