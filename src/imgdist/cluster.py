@@ -378,10 +378,6 @@ class Cluster:
         outstanding = self._client._outstanding_dict
         return {eid for eid, uuid in self._client._engines.items() if outstanding.get(uuid)}
 
-    def is_registered(self, worker: Worker) -> bool:
-        """Whether the controller still counts `worker`'s engine."""
-        return worker.engine_id in self._client.ids
-
     def _view(self, engine_id: int) -> ipp.DirectView:
         if engine_id not in self._views:
             self._views[engine_id] = self._client.direct_view(engine_id)
