@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -63,3 +64,23 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, interval_s: f
 def kill_engine(pid: int) -> None:
     """SIGKILL an engine process (its own pid, not its nanny's)."""
     os.kill(pid, signal.SIGKILL)
+
+
+def start_plain_engine(
+    python: str, engine_file: Path, profile: Path, env: dict
+) -> subprocess.Popen:
+    """A plain `ipengine --file` (not imgdist's worker) with its own profile folder."""
+    profile.mkdir(parents=True, exist_ok=True)  # ipengine exits if its profile folder is missing
+    return subprocess.Popen(
+        [python, "-m", "ipyparallel.engine", f"--file={engine_file}", f"--profile-dir={profile}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def as_written(pixels, suffix: str = ".jpg"):
+    """`pixels` as they read back after being encoded as `suffix`: what an output file holds."""
+    import cv2
+
+    return cv2.imdecode(cv2.imencode(suffix, pixels)[1], cv2.IMREAD_COLOR)

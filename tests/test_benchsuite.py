@@ -16,6 +16,8 @@ from imgdist.benchsuite import ALL_CASES, parse_size, start_suite
 from imgdist.errors import ParameterError
 from imgdist.image import threshold_and_label
 
+from .conftest import as_written
+
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
 
@@ -44,16 +46,12 @@ def test_every_case_writes_the_same_pixels(tmp_path):
                 matches = [
                     label
                     for label in labels
-                    if np.array_equal(written, reencoded(expected[(stem, label)]))
+                    if np.array_equal(written, as_written(expected[(stem, label)]))
                 ]
                 assert len(matches) == 1, (name, output.name, matches)
     finally:
         suite.close()
     assert not suite.scratch.exists()
-
-
-def reencoded(pixels: np.ndarray) -> np.ndarray:
-    return cv2.imdecode(cv2.imencode(".jpg", pixels)[1], cv2.IMREAD_COLOR)
 
 
 def test_bench_command_writes_json_and_chart(tmp_path):

@@ -19,7 +19,7 @@ from imgdist.runner import join_instructions, open_cluster
 from imgdist.worker import WorkerEngine
 from imgdist.workers import resolve
 
-from .conftest import wait_until
+from .conftest import start_plain_engine, wait_until
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
@@ -61,21 +61,10 @@ def test_worker_registers_under_its_label(
 
 def test_plain_ipengine_gets_a_default_name(bare_controller, engines_started, tmp_path):
     """An engine started by plain `ipengine --file` is named engine<id>@host."""
-    profile = tmp_path / "plain-profile"
-    profile.mkdir()
     before = set(bare_controller.engine_ids)
     env = {k: v for k, v in os.environ.items() if k != "IMGDIST_WORKER_LABEL"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ipyparallel.engine",
-            f"--file={bare_controller.engine_connection_file}",
-            f"--profile-dir={profile}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    process = start_plain_engine(
+        sys.executable, bare_controller.engine_connection_file, tmp_path / "plain-profile", env
     )
     engines_started.append(process)
     bare_controller.wait_for_engines(len(before) + 1, timeout_s=30)

@@ -15,6 +15,8 @@ from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
 from imgdist.workers import Connections, resolve
 
+from .conftest import as_written
+
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
 NAMES = [f"worker{i}@{HOST}" for i in range(1, 5)]
@@ -75,8 +77,7 @@ def test_four_workers_round_robin_order(workers, copies, tmp_path):
 
 
 def expected_file(source, worker, suffix=".jpg"):
-    out = threshold_and_label(cv2.imread(str(source)), worker)
-    return cv2.imdecode(np.frombuffer(cv2.imencode(suffix, out)[1], np.uint8), cv2.IMREAD_COLOR)
+    return as_written(threshold_and_label(cv2.imread(str(source)), worker), suffix)
 
 
 @pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path"])

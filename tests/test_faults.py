@@ -17,7 +17,7 @@ from imgdist.files import read_manifest
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
 
-from .conftest import kill_engine
+from .conftest import as_written, kill_engine
 
 pytestmark = pytest.mark.integration
 
@@ -65,8 +65,7 @@ def assert_complete(result, inputs, out, manifest) -> None:
     for entry in entries[:: max(1, len(entries) // 12)]:  # a sample, pixel for pixel
         written = cv2.imread(str(entry.output))
         expected = threshold_and_label(cv2.imread(str(entry.source)), entry.worker)
-        reencoded = cv2.imdecode(cv2.imencode(".jpg", expected)[1], cv2.IMREAD_COLOR)
-        assert np.array_equal(written, reencoded), entry
+        assert np.array_equal(written, as_written(expected)), entry
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,8 @@ from imgdist.errors import VersionMismatchError
 from imgdist.worker import WorkerEngine
 from imgdist.workers import wait_for_workers
 
+from .conftest import start_plain_engine
+
 pytestmark = pytest.mark.integration
 
 
@@ -90,20 +92,9 @@ def test_another_python_without_imgdist_is_refused(bare_controller, tmp_path):
     python = other_python()
     overlay = tmp_path / "py312"
     pip_target(python, overlay, "ipyparallel==9.2.*")
-    profile = tmp_path / "profile"
-    profile.mkdir()
     env = {**os.environ, "PYTHONPATH": str(overlay), "IMGDIST_WORKER_LABEL": "py312"}
-    engine = subprocess.Popen(
-        [
-            python,
-            "-m",
-            "ipyparallel.engine",
-            f"--file={bare_controller.engine_connection_file}",
-            f"--profile-dir={profile}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    engine = start_plain_engine(
+        python, bare_controller.engine_connection_file, tmp_path / "profile", env
     )
     try:
         with pytest.raises(VersionMismatchError) as info:

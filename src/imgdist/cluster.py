@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -339,18 +340,26 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self._client.purge_local_results(jobs=[future])
 
-    def all_see(self, workers: list[Worker], probe: Path, token: str) -> bool:
-        """Whether every worker reads `token` in the file `probe` (shares this file system).
+    def all_see(self, workers: list[Worker], folder: Path) -> bool:
+        """Whether every worker reads this process's files in `folder` (a shared file system).
 
-        The answer is remembered per engine and folder, so repeated runs do not ask again.
+        Workers not asked before read a probe file written there; the answer is remembered per
+        engine and folder, so repeated runs neither ask again nor write the probe.
         """
-        key = str(Path(probe).parent)
+        key = str(folder)
         unknown = [w for w in workers if (w.engine_id, key) not in self._sees]
-        futures = {w: self.submit(w, "sees", str(probe), token) for w in unknown}
-        cf.wait(list(futures.values()), timeout=DEFAULT_ANSWER_TIMEOUT_S)
-        for worker, future in futures.items():
-            seen = future.done() and future.exception() is None and future.result(timeout=0)
-            self._sees[(worker.engine_id, key)] = bool(seen)
+        if unknown:
+            token = uuid.uuid4().hex
+            probe = Path(folder) / f".imgdist-probe-{token}"
+            probe.write_text(token)
+            try:
+                futures = {w: self.submit(w, "sees", str(probe), token) for w in unknown}
+                cf.wait(list(futures.values()), timeout=DEFAULT_ANSWER_TIMEOUT_S)
+            finally:
+                probe.unlink(missing_ok=True)
+            for worker, future in futures.items():
+                seen = future.done() and future.exception() is None and future.result(timeout=0)
+                self._sees[(worker.engine_id, key)] = bool(seen)
         return all(self._sees[(w.engine_id, key)] for w in workers)
 
     def controller_address(self) -> tuple[str, int]:

@@ -7,7 +7,6 @@ ends up with `<name>_processed<ext>` files and, optionally, a manifest of who di
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -126,13 +125,7 @@ def pick_transport(cluster: Cluster, workers: Sequence[Worker], folder: Path | N
     """
     if folder is None:
         return "compact"
-    token = uuid.uuid4().hex
-    probe = Path(folder) / f".imgdist-probe-{token}"
     try:
-        probe.write_text(token)
-    except OSError:
+        return "path" if cluster.all_see(list(workers), Path(folder)) else "compact"
+    except OSError:  # the probe cannot be written there: no shared disk to rely on
         return "compact"
-    try:
-        return "path" if cluster.all_see(workers, probe, token) else "compact"
-    finally:
-        probe.unlink(missing_ok=True)
