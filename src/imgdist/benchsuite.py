@@ -1,8 +1,9 @@
 """`imgdist bench`: imgdist's flows against the local baseline and the peers, interleaved, same inputs.
 
 Cases: `local` (sequential, no ipyparallel); `seed/1,2,4` (the Livebook's pixels + round-robin
-on 1, 2, 4 engines); `fast/1,2,4` (the defaults); and the peers `multiprocessing`,
-`process-pool` and `dask`, each with as many processes as cores.
+on 1, 2, 4 engines); `fast/1,2,4` (the defaults); the peers `multiprocessing`,
+`process-pool` and `dask`, each with as many processes as cores; and `split`, the machine's
+ceiling: the job cut into one part per core, each done by one warm process, no scheduling.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from imgdist.distribute import distribute
 from imgdist.errors import ImageError, ParameterError
 from imgdist.files import atomic_write
 from imgdist.image import copy_name
-from imgdist.peers import PEERS, start_peer
+from imgdist.peers import CEILING, PEERS, start_peer
 from imgdist.portrait import get_portrait
 
 ENGINE_COUNTS = (1, 2, 4)
@@ -36,6 +37,7 @@ ALL_CASES = (
     *(f"seed/{n}" for n in ENGINE_COUNTS),
     *(f"fast/{n}" for n in ENGINE_COUNTS),
     *PEERS,
+    CEILING,
 )
 
 
@@ -143,7 +145,7 @@ def start_suite(
             )
             suite.workers = suite.cluster.workers()
         for name in names:
-            if name in PEERS or name == "local":
+            if name in (*PEERS, CEILING, "local"):
                 suite.peers[name] = start_peer(name, 1 if name == "local" else None)
     except BaseException:
         suite.close()

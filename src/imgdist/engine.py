@@ -13,12 +13,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
-
 from imgdist import __version__
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
 from imgdist.files import atomic_write
 from imgdist.image import Wire, pack_mostly_binary, process_image, threshold_and_label, to_wire
+from imgdist.tuning import tune_for_images
 
 LABEL_ENV = "IMGDIST_WORKER_LABEL"
 _label: str | None = os.environ.get(LABEL_ENV) or None
@@ -63,7 +62,7 @@ def process_batch(
     Returns a flat list `[worker, errors, out_metas, *out_payloads]` (flat so ipyparallel
     sends each payload as its own zero-copy buffer); `errors` maps batch position to message.
     """
-    _one_thread()
+    tune_for_images()
     worker = worker_name()
     errors: dict[int, str] = {}
     out_metas: list = []
@@ -130,7 +129,7 @@ def process_claimed(
     creation costs ~130 us on the project's disk, the counter ~5 us.) Returns
     `[worker, done, errors]`.
     """
-    _one_thread()
+    tune_for_images()
     worker = worker_name()
     done: list[int] = []
     errors: dict[int, str] = {}
@@ -171,12 +170,6 @@ def sees(path: str, token: str) -> bool:
         return Path(path).read_text() == token
     except OSError:
         return False
-
-
-def _one_thread() -> None:
-    # One image per core is the unit of parallelism: OpenCV's own threads would only contend.
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
 
 
 _STEPS = {

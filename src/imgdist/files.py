@@ -111,14 +111,26 @@ class OutputPlan:
 
     def __init__(self, out_dir: Path | None, inputs: Iterable[Path] = ()) -> None:
         self.out_dir = os.path.realpath(out_dir) if out_dir is not None else None
+        self._real_folders: dict[str, str] = {}
         # every input known up front is reserved, so no output can be written over it; real
         # paths, so that a symlinked input is protected too
-        self._taken: set[str] = {os.path.realpath(p) for p in inputs}
+        self._taken: set[str] = {self._realpath(p) for p in inputs}
+
+    def _realpath(self, path: Path | str) -> str:
+        """`os.path.realpath(path)`, resolving each folder once (a run's inputs share a few)."""
+        folder, name = os.path.split(os.fspath(path))
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_folder = self._real_folders.get(folder)
+        if real_folder is None:
+            real_folder = self._real_folders[folder] = os.path.realpath(folder or ".")
+        joined = os.path.join(real_folder, name)
+        return os.path.realpath(joined) if os.path.islink(joined) else joined
 
     def item(self, index: int, source: Path) -> Item:
         """The next input's Item."""
         source = Path(source)
-        real = os.path.realpath(source)
+        real = self._realpath(source)
         self._taken.add(real)
         folder = self.out_dir or os.path.dirname(real)
         stem, suffix = source.stem, source.suffix

@@ -14,8 +14,10 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from imgdist.engine import process_file
+from imgdist.tuning import tune_for_images
 
 PEERS = ("multiprocessing", "process-pool", "dask")
+CEILING = "split"  # not a peer: the machine's own limit for that many processes
 Pairs = Sequence[tuple[str, str]]
 
 
@@ -24,12 +26,6 @@ def process_files(pairs: Pairs, label: str) -> int:
     for source, output in pairs:
         process_file(source, output, label)
     return len(pairs)
-
-
-def _one_thread_initializer() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)
 
 
 def _chunksize(n_items: int, n_processes: int) -> int:
@@ -48,9 +44,7 @@ class LocalPeer:
 
     def __init__(self, n_processes: int = 1) -> None:
         self.label = f"local@{socket.gethostname()}"
-        self.pool = multiprocessing.get_context("spawn").Pool(
-            1, initializer=_one_thread_initializer
-        )
+        self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=tune_for_images)
 
     def run(self, pairs: Pairs) -> None:
         self.pool.apply(process_files, (list(pairs), self.label))
@@ -69,12 +63,36 @@ class PoolPeer:
         self.n = n_processes
         self.label = f"multiprocessing@{socket.gethostname()}"
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside zmq's threads
-        self.pool = context.Pool(n_processes, initializer=_one_thread_initializer)
+        self.pool = context.Pool(n_processes, initializer=tune_for_images)
 
     def run(self, pairs: Pairs) -> None:
         self.pool.starmap(
             process_file, [(s, o, self.label) for s, o in pairs], _chunksize(len(pairs), self.n)
         )
+
+    def close(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
+class SplitCeiling:
+    """The job cut into one equal part per process, each done by one warm process at once.
+
+    No scheduling and one message per process: no way of sharing the work among that many
+    processes can be faster, so this is the machine's ceiling for it, not a peer.
+    """
+
+    name = CEILING
+
+    def __init__(self, n_processes: int) -> None:
+        self.n = n_processes
+        self.label = f"split@{socket.gethostname()}"
+        context = multiprocessing.get_context("spawn")
+        self.pool = context.Pool(n_processes, initializer=tune_for_images)
+
+    def run(self, pairs: Pairs) -> None:
+        parts = [list(pairs[i :: self.n]) for i in range(self.n)]
+        self.pool.starmap(process_files, [(part, self.label) for part in parts], 1)
 
     def close(self) -> None:
         self.pool.terminate()
@@ -92,7 +110,7 @@ class ProcessPoolPeer:
         self.executor = ProcessPoolExecutor(
             n_processes,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=_one_thread_initializer,
+            initializer=tune_for_images,
         )
 
     def run(self, pairs: Pairs) -> None:
@@ -128,7 +146,7 @@ class DaskPeer:
             silence_logs=40,
         )
         self.client = Client(self.cluster)
-        self.client.run(_one_thread_initializer)
+        self.client.run(tune_for_images)
 
     def run(self, pairs: Pairs) -> None:
         sources, outputs = zip(*pairs, strict=True)
@@ -150,5 +168,6 @@ def start_peer(name: str, n_processes: int | None = None):
         "multiprocessing": PoolPeer,
         "process-pool": ProcessPoolPeer,
         "dask": DaskPeer,
+        CEILING: SplitCeiling,
     }
     return kinds[name](n)

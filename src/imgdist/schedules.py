@@ -90,7 +90,7 @@ class _Run:
                 break
             item = self.plan.item(self.taken, Path(source))
             self.taken += 1
-            kept = self.previous.get(item.source.resolve())
+            kept = self.previous.get(item.source.resolve()) if self.previous else None
             if kept is None:
                 items.append(item)
             else:
@@ -275,9 +275,11 @@ class BatchRun(_Run):
                     raise self.stalled([b.worker for b in self.in_flight.values()])
                 continue
             last_answer = time.monotonic()
-            for future in finished:
-                self._answer(future, self.in_flight.pop(future))
+            answered = [(future, self.in_flight.pop(future)) for future in finished]
+            # new work goes out before the main writes these results, so workers never wait on it
             self._fill()
+            for future, batch in answered:
+                self._answer(future, batch)
 
     def _answer(self, future: cf.Future, batch: _Batch) -> None:
         answer = self.collect(future, batch.worker)
