@@ -71,9 +71,8 @@ def outer(args: argparse.Namespace) -> int:
         return 2
     with TestNetwork(["main", "h1", "h2"]) as net, tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
-        (
-            out / "data"
-        ).mkdir()  # the main's images: hidden from the workers, who share no disk with it
+        # the main's images: hidden from the workers, who share no disk with it
+        (out / "data").mkdir()
         link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in ("h1", "h2"))
         json_path = str(Path(args.json).resolve()) if args.json else ""
         main = net.popen(

@@ -32,6 +32,10 @@ from imgdist.transports import finish, prepare
 SEED_IN_FLIGHT = 4  # the Livebook's Flow: stages: 4, max_demand: 1
 BATCHES_IN_FLIGHT_PER_WORKER = 2
 MAX_BATCH = 16  # bounds the bytes in flight: 2 x workers x 16 images
+# Guided batches shrink no further than this (less for jobs too small to give every worker two):
+# each message costs a round trip, and over 100 Mbit/s links a tail of one-image batches made
+# 32 portraits take 185 ms instead of 154 ms with batches of 4 (measured side by side).
+MIN_BATCH = 4
 CLAIM_WINDOW = 1024
 PROGRESS_POLL_S = 0.25
 MANIFEST_CHECKPOINT_S = 2.0
@@ -212,11 +216,12 @@ class BatchRun(_Run):
         if self.batch_size:
             return self.batch_size
         remaining = self.remaining()
-        if remaining is None:
+        if remaining is None or self.total is None:
             return 8
         # guided: a share of what is left, so batches shrink as the run nears its end
         guided = math.ceil(remaining / (2 * BATCHES_IN_FLIGHT_PER_WORKER * len(self.live)))
-        return max(1, min(MAX_BATCH, guided))
+        smallest = min(MIN_BATCH, math.ceil(self.total / (2 * len(self.live))))
+        return max(1, smallest, min(MAX_BATCH, guided))
 
     def _load(self, worker: Worker) -> int:
         return sum(1 for batch in self.in_flight.values() if batch.worker is worker)
