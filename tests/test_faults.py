@@ -99,6 +99,33 @@ def test_a_worker_killed_mid_run_loses_nothing(four, inputs, tmp_path, transport
     assert_complete(result, inputs, out, tmp_path / "manifest.json")
 
 
+@pytest.mark.parametrize(
+    ("transport", "schedule"),
+    [("path", "balanced"), ("compact", "balanced"), ("pixels", "round-robin")],
+)
+def test_a_dead_workers_batches_are_the_last_answers(four, inputs, tmp_path, transport, schedule):
+    """An engine killed just before the run is still registered, so it is sent work; its batch
+    fails only when the controller gives it up, after the other worker is done, and still goes
+    out again (with claims, the dead worker never claims anything, so nothing is redone)."""
+    alive, victim = four[0], four[1]
+    kill_engine(victim.pid)
+    some = inputs[:2]  # one batch each: the dead worker's is the only thing left in flight
+    out = tmp_path / "out"
+    result = distribute(
+        [alive, victim],
+        some,
+        out_dir=out,
+        manifest=tmp_path / "manifest.json",
+        transport=transport,
+        schedule=schedule,
+    )
+    assert result.ok, result.summary()
+    assert result.lost_workers == [victim.name]
+    assert len(result.redone) == (0 if transport == "path" else 1)
+    assert {e.worker for e in result.processed} == {alive.name}
+    assert_complete(result, some, out, tmp_path / "manifest.json")
+
+
 def test_all_workers_gone_then_resume(four, cluster, inputs, tmp_path):
     """Every engine killed: a clear error, finished outputs kept; resume processes only the rest."""
     out, manifest = tmp_path / "out", tmp_path / "manifest.json"
