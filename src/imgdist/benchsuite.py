@@ -2,8 +2,9 @@
 
 Cases: `local` (sequential, no ipyparallel); `seed/1,2,4` (the Livebook's pixels + round-robin
 on 1, 2, 4 engines); `fast/1,2,4` (the defaults); the peers `multiprocessing`,
-`process-pool` and `dask`, each with as many processes as cores; and `split`, the machine's
-ceiling: the job cut into one part per core, each done by one warm process, no scheduling.
+`process-pool` and `dask`, each with as many processes as cores; and `split/2,4`, the machine's
+ceiling for 2 and 4 processes: the job cut into one part per process, each done by one warm
+process, no scheduling.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from imgdist.peers import CEILING, PEERS, start_peer
 from imgdist.portrait import get_portrait
 
 ENGINE_COUNTS = (1, 2, 4)
+CEILINGS = tuple(f"{CEILING}/{n}" for n in ENGINE_COUNTS[1:])
 SETTLE_S = 0.2
 ALL_CASES = (
     "local",
     *(f"seed/{n}" for n in ENGINE_COUNTS),
     *(f"fast/{n}" for n in ENGINE_COUNTS),
     *PEERS,
-    CEILING,
+    *CEILINGS,
 )
 
 
@@ -138,15 +140,18 @@ def start_suite(
         make_inputs(folder / "inputs", n_images, size=size, url=url), folder, None, [], {}
     )
     try:
-        engines = max([int(n.partition("/")[2]) for n in names if "/" in n], default=0)
+        flows = [n for n in names if n.partition("/")[0] in ("seed", "fast")]
+        engines = max([int(n.partition("/")[2]) for n in flows], default=0)
         if engines:
             suite.cluster = Cluster.start_local(
                 engines, profile_dir=folder / "profile", controller_args=["--nodb"]
             )
             suite.workers = suite.cluster.workers()
         for name in names:
-            if name in (*PEERS, CEILING, "local"):
+            if name in (*PEERS, "local"):
                 suite.peers[name] = start_peer(name, 1 if name == "local" else None)
+            elif name in CEILINGS:
+                suite.peers[name] = start_peer(CEILING, int(name.partition("/")[2]))
     except BaseException:
         suite.close()
         raise

@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="benchmark imgdist's flows against local and the peers",
         description="Benchee-style, interleaved runs of the same file-to-file job: local, "
         "seed/1,2,4 (the Livebook's flow), fast/1,2,4 (the defaults), "
-        "multiprocessing, process-pool and dask, and split (the machine's ceiling).",
+        "multiprocessing, process-pool and dask, and split/2,4 (the machine's ceiling).",
     )
     bench.add_argument(
         "--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)"

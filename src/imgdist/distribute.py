@@ -69,7 +69,7 @@ def distribute(
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     images = list(images) if isinstance(images, Sequence) else images
-    known_inputs = [Path(p) for p in images] if isinstance(images, Sequence) else []
+    known_inputs = images if isinstance(images, Sequence) else []
     plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs)
     cluster = workers[0].cluster
     if transport == "auto":

@@ -109,27 +109,37 @@ class OutputPlan:
     Outputs go to `out_dir`, or beside their source when it is None (as in the Livebook).
     """
 
-    def __init__(self, out_dir: Path | None, inputs: Iterable[Path] = ()) -> None:
+    def __init__(self, out_dir: Path | None, inputs: Iterable[Path | str] = ()) -> None:
         self.out_dir = os.path.realpath(out_dir) if out_dir is not None else None
         self._real_folders: dict[str, str] = {}
+        self._real_inputs: dict[str, str] = {}
         # every input known up front is reserved, so no output can be written over it; real
         # paths, so that a symlinked input is protected too
         self._taken: set[str] = {self._realpath(p) for p in inputs}
 
     def _realpath(self, path: Path | str) -> str:
-        """`os.path.realpath(path)`, resolving each folder once (a run's inputs share a few)."""
-        folder, name = os.path.split(os.fspath(path))
+        """`os.path.realpath(path)`, resolving each folder once (a run's inputs share a few)
+        and each input once (inputs known up front are resolved again when their turn comes)."""
+        given = os.fspath(path)
+        real = self._real_inputs.get(given)
+        if real is not None:
+            return real
+        folder, name = os.path.split(given)
         if name in ("", ".", ".."):
-            return os.path.realpath(path)
-        real_folder = self._real_folders.get(folder)
-        if real_folder is None:
-            real_folder = self._real_folders[folder] = os.path.realpath(folder or ".")
-        joined = os.path.join(real_folder, name)
-        return os.path.realpath(joined) if os.path.islink(joined) else joined
+            real = os.path.realpath(given)
+        else:
+            real_folder = self._real_folders.get(folder)
+            if real_folder is None:
+                real_folder = self._real_folders[folder] = os.path.realpath(folder or ".")
+            real = os.path.join(real_folder, name)
+            if os.path.islink(real):
+                real = os.path.realpath(real)
+        self._real_inputs[given] = real
+        return real
 
-    def item(self, index: int, source: Path) -> Item:
+    def item(self, index: int, source: Path | str) -> Item:
         """The next input's Item."""
-        source = Path(source)
+        source = source if isinstance(source, Path) else Path(source)
         real = self._realpath(source)
         self._taken.add(real)
         folder = self.out_dir or os.path.dirname(real)

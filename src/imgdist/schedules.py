@@ -92,7 +92,7 @@ class _Run:
             source = next(self.images, None)
             if source is None:
                 break
-            item = self.plan.item(self.taken, Path(source))
+            item = self.plan.item(self.taken, source)
             self.taken += 1
             kept = self.previous.get(item.source.resolve()) if self.previous else None
             if kept is None:
