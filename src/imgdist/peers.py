@@ -86,7 +86,7 @@ class SplitCeiling:
 
     def __init__(self, n_processes: int) -> None:
         self.n = n_processes
-        self.label = f"split@{socket.gethostname()}"
+        self.label = f"{CEILING}{n_processes}@{socket.gethostname()}"
         context = multiprocessing.get_context("spawn")
         self.pool = context.Pool(n_processes, initializer=tune_for_images)
 
