@@ -285,9 +285,8 @@ class BatchRun(_Run):
             self._fill()
             for future, batch in answered:
                 self._answer(future, batch)
-            if (
-                self.retry
-            ):  # a lost worker's images go out again now, even if nothing else is in flight
+            # a lost worker's images go out again now, even if nothing else is in flight
+            if self.retry:
                 self._fill()
 
     def _answer(self, future: cf.Future, batch: _Batch) -> None:
