@@ -1,6 +1,6 @@
 """imgdist: the Livebook's distributed image processing, with ipyparallel engines as workers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from imgdist.bench import BenchReport, measure
 from imgdist.cluster import Cluster, Worker
