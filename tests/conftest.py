@@ -69,14 +69,22 @@ def kill_engine(pid: int) -> None:
 def start_plain_engine(
     python: str, engine_file: Path, profile: Path, env: dict
 ) -> subprocess.Popen:
-    """A plain `ipengine --file` (not imgdist's worker) with its own profile folder."""
+    """A plain `ipengine --file` (not imgdist's worker) with its own profile folder; its output
+    goes to `engine.log` there."""
     profile.mkdir(parents=True, exist_ok=True)  # ipengine exits if its profile folder is missing
-    return subprocess.Popen(
-        [python, "-m", "ipyparallel.engine", f"--file={engine_file}", f"--profile-dir={profile}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    with (profile / "engine.log").open("wb") as log:
+        return subprocess.Popen(
+            [
+                python,
+                "-m",
+                "ipyparallel.engine",
+                f"--file={engine_file}",
+                f"--profile-dir={profile}",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def as_written(pixels, suffix: str = ".jpg"):
