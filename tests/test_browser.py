@@ -202,6 +202,16 @@ def assert_no_errors(page) -> None:
     assert texts == []
 
 
+def wait_for_widget_text(page, *needles: str, timeout_ms: int) -> None:
+    """Wait until one HTML widget's text holds every one of `needles`."""
+    page.wait_for_function(
+        "needles => [...document.querySelectorAll('.widget-html')].some("
+        "e => needles.every(n => e.textContent.includes(n)))",
+        arg=list(needles),
+        timeout=timeout_ms,
+    )
+
+
 def connected_text(page) -> str:
     return page.locator(".widget-html:has-text('Connected workers:')").first.text_content()
 
@@ -223,17 +233,9 @@ def test_main_notebook_in_chromium(browser, lab):
     before = connected_text(page)
     assert all(f"worker{i}@{HOST}" in before for i in range(1, 5))
     page.locator("button:has-text('Disconnect')").first.click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.widget-html')].some("
-        "e => e.textContent.includes('(none: only this notebook)'))",
-        timeout=15_000,
-    )
+    wait_for_widget_text(page, "(none: only this notebook)", timeout_ms=15_000)
     page.locator("button:has-text('Connect')").first.click()
-    page.wait_for_function(
-        f"() => [...document.querySelectorAll('.widget-html')].some("
-        f"e => e.textContent.includes('Connected workers:') && e.textContent.includes('worker4@{HOST}'))",
-        timeout=15_000,
-    )
+    wait_for_widget_text(page, "Connected workers:", f"worker4@{HOST}", timeout_ms=15_000)
 
     grids = page.locator(".imgdist-grid")
     images = page.locator(".imgdist-grid img")
@@ -301,16 +303,8 @@ def test_worker_notebook_in_chromium(browser, lab, bare_controller):
     status = page.locator(".widget-html:has-text('Engine:')").first
     assert "registered as engine" in status.text_content()
     page.locator("button:has-text('Stop')").first.click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.widget-html')].some("
-        "e => e.textContent.includes('Engine:') && e.textContent.includes('exited'))",
-        timeout=20_000,
-    )
+    wait_for_widget_text(page, "Engine:", "exited", timeout_ms=20_000)
     page.locator("button:has-text('Start')").first.click()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('.widget-html')].some("
-        "e => e.textContent.includes('Engine:') && e.textContent.includes('registered as engine'))",
-        timeout=40_000,
-    )
+    wait_for_widget_text(page, "Engine:", "registered as engine", timeout_ms=40_000)
     page.screenshot(path=str(ARTIFACTS / "worker-notebook.png"))
     page.close()

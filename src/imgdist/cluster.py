@@ -385,7 +385,7 @@ class Cluster:
     def busy_engine_ids(self) -> set[int]:
         """Engines that still hold work this client sent (known here, no question to the hub)."""
         outstanding = self._client._outstanding_dict
-        return {eid for eid, uuid in self._client._engines.items() if outstanding.get(uuid)}
+        return {eid for eid, ident in self._client._engines.items() if outstanding.get(ident)}
 
     def _view(self, engine_id: int) -> ipp.DirectView:
         if engine_id not in self._views:

@@ -121,7 +121,7 @@ def pick_transport(cluster: Cluster, workers: Sequence[Worker], folder: Path | N
 
     On one machine, `path` sends only names, so the main process is not the bottleneck; across
     machines without a shared disk the file bytes have to travel, and `compact` brings results
-    back in a fifth of the bytes of their JPEGs.
+    back in about a sixth of the bytes of their JPEGs.
     """
     if folder is None:
         return "compact"
