@@ -101,3 +101,55 @@ def test_json_round_trip(tmp_path):
         data["cases"][0]
     )
     assert BenchReport.load(path).cases == report.cases
+
+
+def test_speed_chart_answers_did_distribution_pay():
+    """The notebook's chart: the own-process reference first, then 1/2/4 workers with the default
+    and the Livebook's flow side by side, each labelled with its speed-up against the reference."""
+    from imgdist.render import speed_chart
+
+    report = report_of(
+        **{
+            "own process": 100.0,
+            "1 worker": 110.0,
+            "2 workers": 50.0,
+            "4 workers": 40.0,
+            "seed: 1 worker": 300.0,
+            "seed: 2 workers": 250.0,
+            "seed: 4 workers": 200.0,
+        }
+    )
+    figure = speed_chart(report)
+    ax = figure.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == [
+        "own process",
+        "1 worker",
+        "2 workers",
+        "4 workers",
+    ]
+    labels = sorted(t.get_text() for t in ax.texts)
+    assert labels == sorted(["1.00x", "0.91x", "2.00x", "2.50x", "0.33x", "0.40x", "0.50x"])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "own process",
+        "default flow",
+        "Livebook's flow (seed)",
+    ]
+    assert "speed-up against the notebook's own process" in ax.get_title()
+
+
+def test_timeline_chart_has_a_row_per_worker():
+    """The schedule picture: one row per worker, one bar per span, the run's length on the axis."""
+    from imgdist.render import timeline_chart
+    from imgdist.results import RunResult, Span
+
+    result = RunResult("path", "balanced", elapsed_s=0.5)
+    result.timeline = [
+        Span("b@h", 0.0, 0.2, 4),
+        Span("a@h", 0.0, 0.1, 4),
+        Span("a@h", 0.1, 0.45, 4),
+    ]
+    ax = timeline_chart(result).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a@h", "b@h"]
+    assert [len(c.get_paths()) for c in ax.collections] == [2, 1]
+    assert ax.get_xlim() == (0.0, 500.0)
+    assert "12 images in 500 ms" in ax.get_title()

@@ -202,6 +202,14 @@ def assert_no_errors(page) -> None:
     assert texts == []
 
 
+def assert_readable_outputs(page) -> None:
+    """No output a person reads holds a traceback or a page of log text."""
+    texts = page.locator(".jp-OutputArea-output").all_text_contents()
+    assert texts, "no outputs rendered"
+    assert [t[:300] for t in texts if "Traceback" in t] == []
+    assert [len(t) for t in texts if len(t) > 20_000] == []
+
+
 def wait_for_widget_text(page, *needles: str, timeout_ms: int) -> None:
     """Wait until one HTML widget's text holds every one of `needles`."""
     page.wait_for_function(
@@ -217,8 +225,10 @@ def connected_text(page) -> str:
 
 
 def test_main_notebook_in_chromium(browser, lab):
-    """Run all in JupyterLab: names in the boxes, Connect/Disconnect, grids, progress, chart, no
-    error; then the last cell stops the cluster."""
+    """Run all in JupyterLab: names in the boxes, Connect/Disconnect, grids, progress, a readable
+    worker panel, the timeline and the chart against the own-process reference, no error; then
+    the last cell stops the cluster in one line, and no output anywhere holds a traceback or a
+    page of log text."""
     ARTIFACTS.mkdir(exist_ok=True)
     page = open_notebook(browser, lab, "main.ipynb")
     select_last_cell(page)  # everything but `cluster.stop()`, so the buttons still have engines
@@ -260,13 +270,26 @@ def test_main_notebook_in_chromium(browser, lab):
 
     panel = page.locator("table.imgdist-workers").last
     assert "idle" in panel.text_content()
+    # a readable table: header cells apart from each other, one row per worker
+    assert page.evaluate(
+        "t => [...t.querySelectorAll('th')].every(th => parseFloat(getComputedStyle(th)"
+        ".paddingRight) >= 10)",
+        panel.element_handle(),
+    )
+    assert panel.locator("tbody tr").count() == 4
 
     table = page.locator("table.imgdist-bench")
     assert table.count() == 1
     assert "seed: 4 workers" in table.text_content()
-    chart = page.locator(".jp-RenderedImage img").last
-    chart.scroll_into_view_if_needed()
-    assert page.evaluate("img => img.naturalWidth > 300", chart.element_handle())
+    assert "own process" in table.text_content()  # the reference the speed-ups are against
+    assert "speed-up vs own process" in table.text_content()
+    # the timeline after the 4-worker run, and the speed chart
+    pictures = page.locator(".jp-RenderedImage img")
+    assert pictures.count() >= 2
+    timeline, chart = pictures.nth(pictures.count() - 2), pictures.last
+    for picture in (timeline, chart):
+        picture.scroll_into_view_if_needed()
+        assert page.evaluate("img => img.naturalWidth > 300", picture.element_handle())
 
     # the first two rows (8 images, all four names), as a person scrolled there sees them
     figures = four_worker_grid.locator("figure")
@@ -283,11 +306,21 @@ def test_main_notebook_in_chromium(browser, lab):
         },
     )
     chart.screenshot(path=str(ARTIFACTS / "speed-chart.png"))
+    timeline.screenshot(path=str(ARTIFACTS / "timeline.png"))
     page.screenshot(path=str(ARTIFACTS / "main-notebook.png"))
 
     select_last_cell(page)
     run_menu(page, "Run Selected Cell and Do not Advance", slice(-1, None), timeout_s=60)
     assert_no_errors(page)
+    assert_readable_outputs(page)
+    stop_output = page.locator(".jp-Cell").last.locator(".jp-OutputArea-output")
+    page.wait_for_function(
+        "o => o.textContent.includes('Stopped the local cluster')",
+        arg=stop_output.element_handle(),
+        timeout=30_000,
+    )
+    assert stop_output.count() == 1
+    assert stop_output.text_content().strip().count("\n") == 0
     page.close()
 
 

@@ -12,8 +12,11 @@ import pytest
 
 from imgdist.cli import main
 
+from .conftest import REPO
+
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
+CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -205,3 +208,91 @@ def test_output_folder_that_cannot_be_written(tmp_path, capsys):
     blocker.write_text("x")
     assert main(["run", "--out", str(blocker / "sub")]) == 2
     assert f"output folder {blocker / 'sub'} cannot be written" in capsys.readouterr().err
+
+
+def test_progress_is_plain_lines_when_not_on_a_terminal(local_cluster, tmp_path):
+    """Headless (stderr a pipe), `imgdist run` writes a progress line every tenth of the run."""
+    done = run_cli(
+        "run",
+        "--connection",
+        str(local_cluster.client_connection_file),
+        "--images",
+        "20",
+        "--out",
+        str(tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if "images done" in line]
+    assert lines[-1] == "20/20 images done (0 failed)"
+    counts = [int(line.split("/")[0]) for line in lines]
+    assert counts == sorted(set(counts))
+    assert all(count % 2 == 0 for count in counts)  # a line per 2 images at most, not per image
+    assert "\r" not in done.stderr  # no bar drawn into a log
+
+
+def nested_library(root, portrait_path):
+    """DCIM-like folders: the same file name in two sub-folders, hidden folders and files."""
+    for sub in ("100CANON", "101CANON", "2024/trip", ".thumbnails"):
+        (root / sub).mkdir(parents=True)
+    data = portrait_path.read_bytes()
+    for path in ("100CANON/IMG_1.jpg", "101CANON/IMG_1.jpg", "2024/trip/b.jpg", "top.jpg"):
+        (root / path).write_bytes(data)
+    (root / ".thumbnails" / "IMG_1.jpg").write_bytes(data)
+    (root / ".hidden.jpg").write_bytes(data)
+
+
+@pytest.mark.parametrize("transport", ["path", "compact"])
+def test_nested_folders_keep_their_layout(local_cluster, tmp_path, portrait_path, transport):
+    """Folders are walked recursively; outputs keep the sub-folders under --out/images; hidden
+    folders and files, and the output folder inside the inputs, are skipped."""
+    library = tmp_path / "DCIM"
+    nested_library(library, portrait_path)
+    out = library / "processed"  # inside the walked folder: must not be read as input
+    for run in range(2):  # the second run would pick up the first run's outputs if not skipped
+        done = run_cli(
+            "run",
+            "--connection",
+            str(local_cluster.client_connection_file),
+            "--inputs",
+            str(library),
+            "--out",
+            str(out),
+            "--transport",
+            transport,
+        )
+        assert done.returncode == 0, (run, done.stderr)
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert sorted(row["output"] for row in manifest) == [
+            "images/100CANON/IMG_1_processed.jpg",
+            "images/101CANON/IMG_1_processed.jpg",
+            "images/2024/trip/b_processed.jpg",
+            "images/top_processed.jpg",
+        ]
+    assert all(cv2.imread(str(out / row["output"])) is not None for row in manifest)
+    check = subprocess.run(
+        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "4"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stdout
+
+
+def test_ports_keep_the_controller_inside_the_range(tmp_path):
+    """`--ports LO-HI`: the join instructions list the controller's ports, all inside the range."""
+    done = run_cli(
+        "run", "--local", "1", "--images", "2", "--ports", "50500-50549", "--out", str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr
+    line = next(x for x in done.stdout.splitlines() if "TCP ports" in x)
+    ports = [int(p) for p in line.split("TCP ports ")[1].split(" (")[0].split(", ")]
+    assert len(ports) >= 8
+    assert all(50500 <= port <= 50549 for port in ports), ports
+
+
+def test_too_few_ports_is_one_sentence(tmp_path, capsys):
+    """A range narrower than the controller needs exits 2 before anything starts."""
+    assert main(["run", "--ports", "50000-50009", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "ports '50000-50009' holds 10 ports, but the controller needs 18" in err

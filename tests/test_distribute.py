@@ -95,6 +95,25 @@ def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport
     assert {e.worker for e in result.processed} <= set(NAMES[:2])
 
 
+@pytest.mark.parametrize(
+    ("transport", "schedule"),
+    [("compact", "balanced"), ("pixels", "round-robin"), ("path", "balanced")],
+)
+def test_the_timeline_holds_every_image(workers, copies, tmp_path, transport, schedule):
+    """Every schedule records who worked when: spans cover each processed image once, on the
+    workers that did them, inside the run."""
+    result = distribute(
+        workers, copies, out_dir=tmp_path / "out", transport=transport, schedule=schedule
+    )
+    assert result.ok
+    assert sum(span.images for span in result.timeline) == 32
+    per_worker = {}
+    for span in result.timeline:
+        per_worker[span.worker] = per_worker.get(span.worker, 0) + span.images
+        assert 0 <= span.start_s <= span.end_s <= result.elapsed_s + 0.01
+    assert per_worker == result.per_worker()
+
+
 def test_balanced_uses_every_worker(workers, copies, tmp_path):
     """The balanced schedule shares 32 images among all 4 workers."""
     result = distribute(workers, copies, out_dir=tmp_path / "out")

@@ -66,8 +66,19 @@ def test_main_notebook_under_nbval(tmp_path):
     assert (tmp_path / "manifest.json").is_file()
 
 
+def output_texts(cell, kind: str = "text/plain") -> list[str]:
+    """What a person reads in a cell's outputs: streams, and results as `kind`."""
+    texts = []
+    for output in cell.get("outputs", []):
+        text = output.get("text") or output.get("data", {}).get(kind, "")
+        texts.append("".join(text) if isinstance(text, list) else str(text))
+    return texts
+
+
 def test_main_notebook_headless_writes_the_results_layout(tmp_path):
-    """Executed as `make run` does: boxes hold the engine names, outputs pass the results check."""
+    """Executed as `make run` does: boxes hold the engine names, the speed section has the
+    own-process reference, the timeline is drawn, the stop cell says one line, and the outputs
+    pass the results check."""
     executed = execute(
         REPO / "notebooks" / "main.ipynb",
         tmp_path / "main.ipynb",
@@ -78,10 +89,11 @@ def test_main_notebook_headless_writes_the_results_layout(tmp_path):
     assert widget_values(nb, "TextModel") == {
         f"Worker {i}": f"worker{i}@{HOST}" for i in range(1, 5)
     }
-    for name in ("main.ipynb", "manifest.json", "bench.json", "bench.png"):
+    for name in ("main.ipynb", "manifest.json", "bench.json", "bench.png", "timeline.png"):
         assert (tmp_path / name).is_file()
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert [c["name"] for c in bench["cases"]] == [
+        "own process",
         "1 worker",
         "2 workers",
         "4 workers",
@@ -89,23 +101,37 @@ def test_main_notebook_headless_writes_the_results_layout(tmp_path):
         "seed: 2 workers",
         "seed: 4 workers",
     ]
-    text = "\n".join(
-        o.get("text", "")
-        for c in nb.cells
-        for o in c.get("outputs", [])
-        if o.output_type == "stream"
+    assert bench["params"]["transport"] == "auto"  # the package's default, not the notebook's own
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    texts = [text for cell in code_cells for text in output_texts(cell)]
+    html = [text for cell in code_cells for text in output_texts(cell, "text/html")]
+    assert any("speed-up vs own process" in t for t in html)
+    assert any("32 images processed, 0 failed" in t for t in texts)
+    assert all("Traceback" not in t and len(t) < 20_000 for t in texts)
+    stop = output_texts(code_cells[-1])
+    assert len(stop) == 1
+    assert stop[0].startswith("Stopped the local cluster (controller and 4 engines); its log: ")
+    assert stop[0].count("\n") == 1
+    check = subprocess.run(
+        [sys.executable, str(CHECKER), str(tmp_path), "--notebook", "--expect-workers", "4"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert "Comparison:" in text
-    assert "32 images processed, 0 failed" in text
-    if CHECKER.is_file():
-        check = subprocess.run(
-            [sys.executable, str(CHECKER), str(tmp_path), "--notebook", "--expect-workers", "4"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert check.returncode == 0, check.stdout
+    assert check.returncode == 0, check.stdout
+
+
+def test_every_code_cell_has_a_sentence_before_it():
+    """The notebook teaches: each code cell follows a markdown cell, and nothing dumps help()."""
+    nb = nbformat.read(REPO / "notebooks" / "main.ipynb", as_version=4)
+    for before, cell in zip(nb.cells, nb.cells[1:], strict=False):
+        if cell.cell_type == "code":
+            assert before.cell_type == "markdown", f"no sentence before: {cell.source[:60]!r}"
+    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "help(" not in sources
+    assert "import *" not in sources
+    assert "transport=DEFAULT_TRANSPORT" in sources
 
 
 def test_worker_notebook_under_nbval(bare_controller):

@@ -4,7 +4,7 @@ __version__ = "0.2.0"
 
 from imgdist.bench import BenchReport, measure
 from imgdist.cluster import Cluster, Worker
-from imgdist.distribute import RunResult, distribute
+from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, RunResult, distribute
 from imgdist.errors import ImgdistError
 from imgdist.image import from_wire, process_image, threshold_and_label, to_wire
 from imgdist.params import brief_errors, parameters
@@ -16,13 +16,24 @@ from imgdist.render import (
     image_grid,
     result_grid,
     show_image,
+    speed_chart,
+    timeline_chart,
     wire_summary,
 )
-from imgdist.runner import check_out_dir, join_instructions, open_cluster, speed_comparison
+from imgdist.runner import (
+    OWN_PROCESS,
+    check_out_dir,
+    join_instructions,
+    open_cluster,
+    speed_comparison,
+)
 from imgdist.transports import save_image
 from imgdist.workers import own_name
 
 __all__ = [
+    "DEFAULT_SCHEDULE",
+    "DEFAULT_TRANSPORT",
+    "OWN_PROCESS",
     "BenchReport",
     "Cluster",
     "ImgdistError",
@@ -47,8 +58,10 @@ __all__ = [
     "result_grid",
     "save_image",
     "show_image",
+    "speed_chart",
     "speed_comparison",
     "threshold_and_label",
+    "timeline_chart",
     "to_wire",
     "wire_summary",
 ]

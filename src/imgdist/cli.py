@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--images", type=int, default=32, metavar="N", help="copies of the portrait (default: 32)"
     )
     what.add_argument(
-        "--inputs", nargs="+", metavar="PATH", help="your image files or folders instead of copies"
+        "--inputs",
+        nargs="+",
+        metavar="PATH",
+        help="your image files or folders instead of copies; folders are walked recursively "
+        "(hidden ones skipped) and outputs keep their sub-folders",
     )
     run.add_argument(
         "--url", default="", help="download the portrait from this URL (default: matplotlib's)"
@@ -86,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         metavar="ADDRESS",
         help="address the controller started here listens on (default: 127.0.0.1, this machine only)",
+    )
+    run.add_argument(
+        "--ports",
+        default="",
+        metavar="LO-HI",
+        help="keep every port the controller started here listens on in this range, for a "
+        "firewall (at least 18 ports, e.g. 50000-50099; default: random ports)",
     )
     run.add_argument(
         "--ssh",
@@ -206,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from imgdist.console import TerminalProgress
     from imgdist.runner import (
         check_out_dir,
         expand_inputs,
@@ -217,10 +229,11 @@ def _run(args: argparse.Namespace) -> int:
 
     out = check_out_dir(args.out)
     sources = (
-        expand_inputs(args.inputs)
+        expand_inputs(args.inputs, skip=[out])
         if args.inputs
         else portrait_copies(out, url=args.url, copies=args.images)
     )
+    roots = [path for path in (args.inputs or []) if Path(path).expanduser().is_dir()]
     local = args.local if args.local is not None else (0 if args.connection else 4)
     curve = args.curve or os.environ.get("IPP_ENABLE_CURVE") == "1"
     with open_cluster(
@@ -229,8 +242,9 @@ def _run(args: argparse.Namespace) -> int:
         timeout_s=args.timeout,
         controller_ip=args.ip,
         curve=curve,
+        ports=args.ports,
     ) as cluster:
-        if cluster.is_local and (local == 0 or not args.ip.startswith("127.")):
+        if cluster.is_local and (local == 0 or not args.ip.startswith("127.") or args.ports):
             print(join_instructions(cluster.engine_connection_file), flush=True)
         if args.ssh:
             hosts = [h.strip() for h in args.ssh.split(",") if h.strip()]
@@ -247,6 +261,7 @@ def _run(args: argparse.Namespace) -> int:
             f"Processing {len(sources)} images on {', '.join(w.name for w in workers)} ...",
             flush=True,
         )
+        progress = TerminalProgress(len(sources))
         try:
             result = distribute(
                 workers,
@@ -257,11 +272,15 @@ def _run(args: argparse.Namespace) -> int:
                 schedule=args.schedule,
                 resume=args.resume,
                 max_pixels=args.max_pixels,
+                input_roots=[Path(root).expanduser() for root in roots],
+                on_progress=progress,
             )
         except RunError as exc:
+            progress.close()
             if exc.result is not None:
                 print(exc.result.summary())
             raise
+        progress.close()
     print(result.summary())
     print(f"Outputs: {out / 'images'}; manifest: {out / 'manifest.json'}")
     return EXIT_OK if result.ok else EXIT_FAILED

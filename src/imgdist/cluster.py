@@ -24,14 +24,28 @@ from typing import Self
 
 import ipyparallel as ipp
 from ipyparallel import error as ipp_error
+from traitlets.config import Config
 
 from imgdist.engine import LABEL_ENV, EngineTask, Identity
-from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerLostError
+from imgdist.errors import ConnectionFileError, NoEnginesError, ParameterError, WorkerLostError
 
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_ANSWER_TIMEOUT_S = 10.0
 HEARTBEAT_ARGS = ("--HeartMonitor.period=1000", "--HeartMonitor.max_heartmonitor_misses=5")
+STOP_TIMEOUT_S = 5.0
+# Ports a controller listens on (ipyparallel 9: registration, 2 x control, mux, task, iopub and
+# broadcast, hb_ping, hb_pong, notification, and its schedulers' internal ones): "Used 18 random
+# ports" in its log.
+CONTROLLER_PORTS = 18
+# ipyparallel's spelling of logging levels on its command lines
+_LEVEL_NAMES = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARN",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
 
 
 @dataclass(frozen=True)
@@ -118,6 +132,7 @@ class Cluster:
         self._views: dict[int, ipp.DirectView] = {}
         self._sees: dict[tuple[int, str], bool] = {}
         self._software_of: dict[int, Software] = {}
+        self._stopped = False
         self.source = source
 
     # ----- starting and connecting -------------------------------------------------------
@@ -131,29 +146,43 @@ class Cluster:
         controller_ip: str = "127.0.0.1",
         controller_args: list[str] | None = None,
         curve: bool = False,
+        ports: tuple[int, int] | None = None,
+        log_level: int = logging.WARNING,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> Cluster:
         """Start a controller and `n_engines` engines here, named `<label_prefix>1@host` ...
 
         The controller listens on `controller_ip` (loopback unless told otherwise), checks
         engines' heartbeats every second (a worker that stops answering is given up after
-        5 s, not ipyparallel's default 35 s), and with `curve` encrypts with CurveZMQ.
+        5 s, not ipyparallel's default 35 s), and with `curve` encrypts with CurveZMQ. With
+        `ports` (LO, HI) every port it listens on is in that range (for firewalls). The
+        controller and engines log at `log_level` to `log_file`, never to the notebook.
         """
         if profile_dir is not None:
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
         options = {"profile_dir": str(profile_dir)} if profile_dir is not None else {}
-        args = [*HEARTBEAT_ARGS, *(["--IPController.enable_curve=True"] if curve else [])]
+        quiet = [f"--log-level={_LEVEL_NAMES.get(log_level, log_level)}"]
+        args = [*HEARTBEAT_ARGS, *quiet, *(["--IPController.enable_curve=True"] if curve else [])]
+        if ports is not None:
+            free = free_ports(controller_ip, ports)
+            args.append(f"--IPController.ports={','.join(map(str, free))}")
+        config = Config()
+        config.EngineLauncher.engine_args = quiet
         local = ipp.Cluster(
             n=n_engines,
             controller_ip=controller_ip,
             controller_args=[*args, *(controller_args or [])],
-            log_level=logging.WARNING,
+            config=config,
             **options,
         )
+        # what ipyparallel's launchers say (engine output on exit, stops) goes to a file too
+        local.log = _file_logger(Path(local.profile_dir) / "log", local.cluster_id)
         try:
             local.start_cluster_sync()
             client = local.connect_client_sync()
             cluster = cls(client, local=local, source=f"local cluster {local.cluster_id}")
+            if ports is not None:
+                cluster._check_ports(ports)
             cluster.wait_for_engines(n_engines, timeout_s=timeout_s)
             for position, engine_id in enumerate(sorted(client.ids)[:n_engines], start=1):
                 cluster._set_label(engine_id, f"{label_prefix}{position}", only_if_unset=False)
@@ -212,7 +241,9 @@ class Cluster:
             while True:
                 try:
                     remaining = max(0.0, deadline - time.monotonic())
-                    self._client.wait_for_engines(n_engines, timeout=remaining, block=True)
+                    self._client.wait_for_engines(
+                        n_engines, timeout=remaining, block=True, interactive=False
+                    )
                     return
                 except ipp_error.EngineError:
                     continue  # an engine unregistered while we waited: keep waiting for the count
@@ -518,14 +549,82 @@ class Cluster:
             for eid, label in zip(new_ids, names, strict=False)
         ]
 
-    def stop(self) -> None:
-        """Close the client, and stop the cluster if this object started it."""
+    def _check_ports(self, ports: tuple[int, int]) -> None:
+        outside = sorted(
+            port
+            for path in (self.client_connection_file, self.engine_connection_file)
+            for port in connection_ports(path)
+            if not ports[0] <= port <= ports[1]
+        )
+        if outside:
+            msg = (
+                f"the controller listens on ports {outside} outside {ports[0]}-{ports[1]}; "
+                f"give a range of at least {CONTROLLER_PORTS} free ports."
+            )
+            raise ParameterError(msg)
+
+    @property
+    def is_open(self) -> bool:
+        """Whether `stop` has not been called yet."""
+        return not self._stopped
+
+    @property
+    def log_file(self) -> Path | None:
+        """The file that keeps what the controller and engines started here wrote."""
+        if self._local is None:
+            return None
+        return (
+            Path(self._local.profile_dir) / "log" / f"imgdist-cluster-{self._local.cluster_id}.log"
+        )
+
+    def stop(self) -> str:
+        """Close the client, and stop the cluster if this object started it; one line saying what
+        happened.
+
+        Engines are asked to shut down first, so they exit cleanly instead of dying on a signal
+        (ipyparallel's engines print a traceback when terminated); stragglers are then stopped.
+        """
+        self._stopped = True
+        if self._local is None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            return f"Disconnected from {self.source}; that cluster keeps running."
+        engines = len(self._client.ids)
+        with contextlib.suppress(Exception):
+            self._shut_down_engines()
         with contextlib.suppress(Exception):
             self._client.close()
-        if self._local is not None:
-            with contextlib.suppress(Exception):
-                self._local.stop_cluster_sync()
-            self._local = None
+        log_file = self.log_file
+        with contextlib.suppress(Exception):
+            self._keep_output()
+        with contextlib.suppress(Exception):
+            self._local.stop_cluster_sync()
+        for handler in self._local.log.handlers:
+            handler.close()
+        self._local = None
+        noun = "engine" if engines == 1 else "engines"
+        return f"Stopped the local cluster (controller and {engines} {noun}); its log: {log_file}"
+
+    def _keep_output(self) -> None:
+        """Copy what the controller and engines wrote into the cluster's log file: ipyparallel
+        removes their output files when it stops them."""
+        launchers = [self._local.controller] if self._local.controller else []
+        for engine_set in self._local.engines.values():
+            launchers.extend(getattr(engine_set, "launchers", {}).values())
+        for launcher in launchers:
+            path = Path(getattr(launcher, "output_file", "") or "")
+            if path.is_file() and path.stat().st_size:
+                text = path.read_text(errors="replace")
+                self._local.log.info("Output of %s:\n%s", path.stem, text.rstrip())
+
+    def _shut_down_engines(self) -> None:
+        ids = list(self._client.ids)
+        if not ids:
+            return
+        self._client.shutdown(targets=ids, hub=False, block=False)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self._client.ids and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def __enter__(self) -> Self:
         return self
@@ -534,9 +633,57 @@ class Cluster:
         self.stop()
 
 
+def _file_logger(log_dir: Path, cluster_id: str) -> logging.Logger:
+    """A logger that writes to `log_dir/imgdist-cluster-<id>.log` and nowhere else."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"imgdist.cluster.{cluster_id}")
+    logger.setLevel(logging.INFO)  # DEBUG would make ipyparallel stream engine output to stderr
+    logger.propagate = False
+    handler = logging.FileHandler(log_dir / f"imgdist-cluster-{cluster_id}.log", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.handlers = [handler]
+    return logger
+
+
 def _scp_args(ssh_args: list[str]) -> list[str]:
     # scp spells ssh's port option -P; everything else (-i, -o ...) is the same
     return ["-P" if arg == "-p" else arg for arg in ssh_args]
+
+
+def free_ports(address: str, ports: tuple[int, int]) -> list[int]:
+    """The first CONTROLLER_PORTS ports of the range (LO, HI) that nothing listens on here, or a
+    ParameterError naming the busy ones."""
+    free, busy = [], []
+    for port in range(ports[0], ports[1] + 1):
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as ZeroMQ binds
+            try:
+                probe.bind((address if address not in ("*", "") else "0.0.0.0", port))
+            except OSError:
+                busy.append(port)
+                continue
+        free.append(port)
+        if len(free) == CONTROLLER_PORTS:
+            return free
+    msg = (
+        f"ports {ports[0]}-{ports[1]} have {len(free)} free ports on {address}, but the controller "
+        f"needs {CONTROLLER_PORTS} (in use: {', '.join(map(str, busy[:10]))}"
+        f"{' ...' if len(busy) > 10 else ''}); give a wider or another range."
+    )
+    raise ParameterError(msg)
+
+
+PORT_KEYS = ("registration", "control", "mux", "task", "iopub", "hb_ping", "hb_pong", "broadcast")
+
+
+def connection_ports(path: Path | None) -> list[int]:
+    """The TCP ports named in an ipyparallel connection file."""
+    if path is None:
+        return []
+    info = json.loads(Path(path).read_text())
+    values = [info.get(key) for key in (*PORT_KEYS, "notification")]
+    flat = [v for value in values for v in (value if isinstance(value, list) else [value])]
+    return sorted({int(v) for v in flat if v})
 
 
 def check_connection_file(path: str | Path) -> Path:

@@ -47,6 +47,7 @@ def distribute(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     on_progress: Callable[[Progress], None] | None = None,
     resume: bool = False,
+    input_roots: Sequence[str | Path] = (),
 ) -> RunResult:
     """Process `images` on `workers`; outputs go to `out_dir` (default: beside each source).
 
@@ -55,6 +56,8 @@ def distribute(
     shared out (`balanced`, `round-robin`). With `manifest`, that JSON file lists every
     processed image and its worker, even when the run stops early; with `resume` too, images
     whose output that manifest lists and that still decodes are kept, not processed again.
+    `input_roots` are the folders the images were found in: each output keeps its image's
+    sub-folder under its root, inside `out_dir`.
     """
     check_transport(transport)
     check_schedule(schedule)
@@ -70,7 +73,7 @@ def distribute(
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     images = list(images) if isinstance(images, Sequence) else images
     known_inputs = images if isinstance(images, Sequence) else []
-    plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs)
+    plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs, input_roots)
     cluster = workers[0].cluster
     if transport == "auto":
         probe_dir = plan.out_dir or _first_folder(images)

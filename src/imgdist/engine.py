@@ -10,6 +10,7 @@ import fcntl
 import os
 import platform
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,22 +128,26 @@ def process_claimed(
     file `counter_path` under an exclusive lock, so the images are shared out with one message
     per engine and a slow engine simply claims fewer. (A counter, not a file per claim: file
     creation costs ~130 us on the project's disk, the counter ~5 us.) Returns
-    `[worker, done, errors]`.
+    `[worker, done, errors, times]`, `times` holding each processed image's (start, end) on
+    this machine's clock (`time.time()`), for the run's timeline.
     """
     tune_for_images()
     worker = worker_name()
     done: list[int] = []
     errors: dict[int, str] = {}
+    times: list[tuple[float, float]] = []
     with Path(counter_path).open("r+b") as counter:
         while (position := claim_next(counter.fileno())) < len(items):
             index, source, output = items[position]
+            started = time.time()
             try:
                 process_file(source, output, worker, max_pixels=max_pixels)
             except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
                 errors[index] = str(exc) or type(exc).__name__
                 continue
             done.append(index)
-    return [worker, done, errors]
+            times.append((started, time.time()))
+    return [worker, done, errors, times]
 
 
 def claim_next(fd: int) -> int:

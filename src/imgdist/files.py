@@ -106,11 +106,21 @@ class Item:
 class OutputPlan:
     """Names each input's output: `<stem>_processed<ext>`, never an input, never the same twice.
 
-    Outputs go to `out_dir`, or beside their source when it is None (as in the Livebook).
+    Outputs go to `out_dir`, or beside their source when it is None (as in the Livebook). An
+    input found under one of `roots` (folders that were walked) keeps its sub-folder there:
+    `roots/2024/trip/a.jpg` -> `out_dir/2024/trip/a_processed.jpg`.
     """
 
-    def __init__(self, out_dir: Path | None, inputs: Iterable[Path | str] = ()) -> None:
+    def __init__(
+        self,
+        out_dir: Path | None,
+        inputs: Iterable[Path | str] = (),
+        roots: Iterable[Path | str] = (),
+    ) -> None:
         self.out_dir = os.path.realpath(out_dir) if out_dir is not None else None
+        # deepest first, so an input under nested roots keeps the shortest sub-folder
+        self._roots = sorted((os.path.realpath(r) for r in roots), key=len, reverse=True)
+        self._out_folders: dict[str, str] = {}
         self._real_folders: dict[str, str] = {}
         self._real_inputs: dict[str, str] = {}
         # every input known up front is reserved, so no output can be written over it; real
@@ -142,7 +152,7 @@ class OutputPlan:
         source = source if isinstance(source, Path) else Path(source)
         real = self._realpath(source)
         self._taken.add(real)
-        folder = self.out_dir or os.path.dirname(real)
+        folder = self._out_folder(os.path.dirname(real)) if self.out_dir else os.path.dirname(real)
         stem, suffix = source.stem, source.suffix
         output = os.path.join(folder, f"{stem}_processed{suffix}")
         counter = 2
@@ -151,3 +161,17 @@ class OutputPlan:
             counter += 1
         self._taken.add(output)
         return Item(index, source, Path(output))
+
+    def _out_folder(self, real_folder: str) -> str:
+        """The output folder for inputs in `real_folder`, created the first time it is asked."""
+        folder = self._out_folders.get(real_folder)
+        if folder is None:
+            folder = self.out_dir
+            for root in self._roots:
+                if real_folder == root or real_folder.startswith(root + os.sep):
+                    sub = os.path.relpath(real_folder, root)
+                    folder = os.path.normpath(os.path.join(self.out_dir, sub))
+                    os.makedirs(folder, exist_ok=True)
+                    break
+            self._out_folders[real_folder] = folder
+        return folder

@@ -171,6 +171,88 @@ def bench_chart(
     return figure
 
 
+def speed_chart(
+    report: BenchReport,
+    *,
+    reference: str = "own process",
+    seed_prefix: str = "seed: ",
+    title: str = "32 portraits, file to file",
+):
+    """Did distribution pay? Median time per run of the reference (the job in this process) and
+    of 1, 2, 4 workers side by side for the default flow and the Livebook's, with min-max error
+    bars; each bar is labelled with its speed-up against the reference."""
+    import matplotlib.pyplot as plt
+
+    counts = [
+        c.name for c in report.cases if c.name != reference and not c.name.startswith(seed_prefix)
+    ]
+    flows = [("default flow", "", "#4c78a8"), ("Livebook's flow (seed)", seed_prefix, "#f58518")]
+    figure, ax = plt.subplots(figsize=(7.5, 4.0))
+    ref = report.case(reference)
+    positions = np.arange(len(counts)) + 1.0
+    width = 0.38
+    _bar(ax, report, [0.0], [ref], reference, "#54a24b", reference, width)
+    ax.axhline(ref.median_s * 1000, color="#54a24b", linestyle="--", linewidth=1)
+    for offset, (label, prefix, colour) in zip((-width / 2, width / 2), flows, strict=True):
+        cases = [report.case(prefix + name) for name in counts if prefix + name in _names(report)]
+        _bar(ax, report, positions[: len(cases)] + offset, cases, reference, colour, label, width)
+    ax.set_xticks([0.0, *positions], [reference, *counts])
+    ax.set_ylabel("median time per run (ms)")
+    ax.set_title(f"{title}: speed-up against the notebook's {reference}", fontsize=10)
+    ax.legend(loc="upper left", fontsize=8)
+    ax.margins(y=0.15)
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
+def _names(report: BenchReport) -> set[str]:
+    return {c.name for c in report.cases}
+
+
+def _bar(ax, report, positions, cases, reference, colour, label, width) -> None:
+    medians = np.array([c.median_s * 1000 for c in cases])
+    errors = [medians - [c.min_s * 1000 for c in cases], [c.max_s * 1000 for c in cases] - medians]
+    ax.bar(positions, medians, width, yerr=errors, capsize=3, color=colour, label=label)
+    for x, case in zip(positions, cases, strict=True):
+        ax.annotate(
+            f"{report.speedup(case.name, reference):.2f}x",
+            (x, case.max_s * 1000),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+
+
+def timeline_chart(result, *, title: str = "Who worked when"):
+    """The run's schedule: one row per worker, one bar per batch or image from sent to done,
+    coloured by worker, so idle gaps and the tail show at a glance."""
+    import matplotlib.pyplot as plt
+
+    workers = sorted({span.worker for span in result.timeline})
+    colours = plt.get_cmap("tab10")
+    figure, ax = plt.subplots(figsize=(8.0, 0.5 + 0.45 * max(1, len(workers))))
+    for row, worker in enumerate(workers):
+        bars = [
+            (span.start_s * 1000, max(0.5, (span.end_s - span.start_s) * 1000))
+            for span in result.timeline
+            if span.worker == worker
+        ]
+        ax.broken_barh(bars, (row - 0.4, 0.8), facecolors=colours(row % 10), edgecolor="white")
+    ax.set_yticks(range(len(workers)), workers)
+    ax.set_ylim(-0.6, len(workers) - 0.4)
+    ax.set_xlim(0, max(result.elapsed_s * 1000, 1.0))
+    ax.invert_yaxis()
+    ax.set_xlabel("ms since the run started")
+    images = sum(span.images for span in result.timeline)
+    ax.set_title(f"{title}: {images} images in {result.elapsed_s * 1000:.0f} ms")
+    figure.tight_layout()
+    plt.close(figure)
+    return figure
+
+
 def scaling_table_text(points) -> str:
     """The scaling run as a table: images, median time, time per image, main's peak RSS."""
     lines = [f"{'images':>8}{'median':>12}{'per image':>12}{'main peak RSS':>16}"]

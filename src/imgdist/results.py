@@ -18,6 +18,17 @@ class Progress:
     per_worker: dict[str, int]
 
 
+@dataclass(frozen=True)
+class Span:
+    """Work one worker held: from when the main sent it to when it was done, in seconds since
+    the run started, and how many images it was."""
+
+    worker: str
+    start_s: float
+    end_s: float
+    images: int
+
+
 @dataclass
 class RunResult:
     """What a run did: outputs in input order, who made each, what failed, which workers were lost."""
@@ -31,6 +42,7 @@ class RunResult:
     rejoined: list[str] = field(default_factory=list)
     resumed: int = 0
     elapsed_s: float = 0.0
+    timeline: list[Span] = field(default_factory=list)
 
     @property
     def outputs(self) -> list[Path]:

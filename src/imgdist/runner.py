@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import tempfile
@@ -10,10 +11,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from imgdist.bench import BenchReport, measure
-from imgdist.cluster import Cluster, Worker
+from imgdist.cluster import CONTROLLER_PORTS, Cluster, Worker, connection_ports
 from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, distribute
+from imgdist.engine import process_file
 from imgdist.errors import ImageError, ParameterError
+from imgdist.image import processed_name
 from imgdist.portrait import get_portrait, make_copies
+from imgdist.workers import own_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -40,17 +44,18 @@ def portrait_copies(out_dir: Path, *, url: str = "", copies: int = 32) -> list[P
     return make_copies(portrait.path, copies, Path(out_dir) / "images")
 
 
-def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
-    """Image files named directly or found (non-recursively, sorted) in the folders named."""
+def expand_inputs(inputs: Iterable[str | Path], *, skip: Iterable[Path] = ()) -> list[Path]:
+    """Image files named directly or found in the folders named, walked recursively and sorted.
+
+    Hidden files and folders (a leading '.') and the folders in `skip` (the output folder)
+    are left out of the walk.
+    """
+    skipped = {Path(folder).resolve() for folder in skip}
     found: list[Path] = []
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                )
-            )
+            found.extend(_images_under(path, skipped))
         elif path.exists():
             found.append(path)
         else:
@@ -59,7 +64,24 @@ def expand_inputs(inputs: Iterable[str | Path]) -> list[Path]:
     if not found:
         msg = f"no image files in {[str(p) for p in inputs]}; expected files ending in {', '.join(IMAGE_SUFFIXES)}."
         raise ImageError(msg)
+    return list(dict.fromkeys(found))  # a file reached twice (nested folders given) counts once
+
+
+def _images_under(folder: Path, skipped: set[Path]) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and Path(root, d).resolve() not in skipped
+        )
+        found.extend(
+            Path(root, name)
+            for name in sorted(files)
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
     return found
+
+
+_open: dict[tuple, Cluster] = {}
 
 
 def open_cluster(
@@ -69,18 +91,63 @@ def open_cluster(
     timeout_s: float = 60.0,
     controller_ip: str = "127.0.0.1",
     curve: bool = False,
+    ports: str = "",
 ) -> Cluster:
     """Connect to the cluster named by `connection`, or start a controller here (listening on
-    `controller_ip`, loopback by default) with `local` engines (0: workers join from elsewhere)."""
+    `controller_ip`, loopback by default, on `ports` 'LO-HI' if given) with `local` engines
+    (0: workers join from elsewhere).
+
+    Asked again for the same cluster (a notebook cell run twice), the one already open is
+    returned while it still answers; any other cluster this process opened is stopped first.
+    """
     if local and connection:
         msg = f"both local={local} and connection={connection!r} given; choose one."
         raise ParameterError(msg)
-    if connection:
-        return Cluster.connect(connection, timeout_s=min(timeout_s, 30.0))
     if local < 0:
         msg = f"local = {local}; give how many local engines to start (0 for none), or a connection file."
         raise ParameterError(msg)
-    return Cluster.start_local(local, timeout_s=timeout_s, controller_ip=controller_ip, curve=curve)
+    port_range = parse_ports(ports)
+    key = (local, connection, controller_ip, curve, port_range)
+    previous = _open.pop(key, None)
+    if previous is not None and previous.is_open and previous.controller_reachable():
+        _open[key] = previous
+        return previous
+    for other in [previous, *_open.values()]:
+        if other is not None:
+            other.stop()
+    _open.clear()
+    if connection:
+        cluster = Cluster.connect(connection, timeout_s=min(timeout_s, 30.0))
+    else:
+        cluster = Cluster.start_local(
+            local,
+            timeout_s=timeout_s,
+            controller_ip=controller_ip,
+            curve=curve,
+            ports=port_range,
+        )
+    _open[key] = cluster
+    return cluster
+
+
+def parse_ports(text: str) -> tuple[int, int] | None:
+    """'LO-HI' as (LO, HI), '' as None; a ParameterError for anything else."""
+    if not str(text).strip():
+        return None
+    low, sep, high = str(text).strip().partition("-")
+    if not (sep and low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
+        msg = (
+            f"ports {text!r} is not a range LO-HI of TCP ports between 1024 and 65535; "
+            f"give e.g. 50000-50099 (at least {CONTROLLER_PORTS} ports)."
+        )
+        raise ParameterError(msg)
+    if int(high) - int(low) + 1 < CONTROLLER_PORTS:
+        msg = (
+            f"ports {text!r} holds {int(high) - int(low) + 1} ports, but the controller needs "
+            f"{CONTROLLER_PORTS}; give a wider range, e.g. {low}-{int(low) + CONTROLLER_PORTS - 1}."
+        )
+        raise ParameterError(msg)
+    return int(low), int(high)
 
 
 def join_instructions(engine_file: Path | None) -> str:
@@ -91,7 +158,7 @@ def join_instructions(engine_file: Path | None) -> str:
         )
     info = json.loads(Path(engine_file).read_text())
     address = str(info.get("interface", "")).removeprefix("tcp://")
-    ports = sorted({int(p) for key in PORT_KEYS for p in _as_list(info.get(key)) if p})
+    ports = connection_ports(engine_file)
     loopback = address.startswith("127.") or address in ("localhost", "::1")
     lines = [
         f"Engine connection file: {engine_file}",
@@ -108,16 +175,13 @@ def join_instructions(engine_file: Path | None) -> str:
     return "\n".join(lines)
 
 
-PORT_KEYS = ("registration", "control", "mux", "task", "iopub", "hb_ping", "hb_pong", "broadcast")
-
-
-def _as_list(value: object) -> list:
-    return list(value) if isinstance(value, list | tuple) else [value]
-
-
 def worker_count_label(n: int) -> str:
     """'1 worker', '2 workers', ... as the Livebook's Benchee cases are named."""
     return f"{n} worker" if n == 1 else f"{n} workers"
+
+
+OWN_PROCESS = "own process"
+SEED_PREFIX = "seed: "
 
 
 def speed_comparison(
@@ -127,10 +191,14 @@ def speed_comparison(
     counts: Sequence[int] = (1, 2, 4),
     runs: int = 5,
     warmup_runs: int = 1,
+    transport: str = DEFAULT_TRANSPORT,
+    schedule: str = DEFAULT_SCHEDULE,
     include_seed: bool = True,
     scratch: Path | None = None,
 ) -> BenchReport:
-    """Benchee-style timing of the job on the first 1, 2, 4 workers: the default flow, and the seed's."""
+    """Benchee-style timing of the job: done in this process with no workers (`own process`, the
+    reference), then on the first 1, 2, 4 workers with `transport` and `schedule`, and with the
+    Livebook's flow (`seed: ...`: pixels, round-robin)."""
     counts = [n for n in counts if n <= len(workers)]
     if not counts:
         msg = (
@@ -138,14 +206,20 @@ def speed_comparison(
         )
         raise ParameterError(msg)
     scratch_dir = Path(tempfile.mkdtemp(prefix="imgdist-bench-", dir=scratch))
-    cases = {}
-    modes = [("", DEFAULT_TRANSPORT, DEFAULT_SCHEDULE)]
+    label = own_name()
+    cases = {
+        OWN_PROCESS: lambda: [
+            process_file(source, scratch_dir / processed_name(str(source)), label)
+            for source in sources
+        ]
+    }
+    modes = [("", transport, schedule)]
     if include_seed:
-        modes.append(("seed: ", "pixels", "round-robin"))
-    for prefix, transport, schedule in modes:
+        modes.append((SEED_PREFIX, "pixels", "round-robin"))
+    for prefix, mode_transport, mode_schedule in modes:
         for n in counts:
 
-            def case(n=n, transport=transport, schedule=schedule):
+            def case(n=n, transport=mode_transport, schedule=mode_schedule):
                 result = distribute(
                     workers[:n],
                     sources,
@@ -162,7 +236,13 @@ def speed_comparison(
             cases,
             runs=runs,
             warmup_runs=warmup_runs,
-            params={"images": len(sources), "workers": [w.name for w in workers]},
+            params={
+                "images": len(sources),
+                "workers": [w.name for w in workers],
+                "transport": transport,
+                "schedule": schedule,
+                "reference": OWN_PROCESS,
+            },
         )
     finally:
         shutil.rmtree(scratch_dir, ignore_errors=True)

@@ -26,7 +26,7 @@ from imgdist.cluster import Cluster, Worker
 from imgdist.engine import read_counter
 from imgdist.errors import ImgdistError, RunError, WorkerLostError
 from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial, write_manifest
-from imgdist.results import Progress, RunResult
+from imgdist.results import Progress, RunResult, Span
 from imgdist.transports import finish, prepare
 
 SEED_IN_FLIGHT = 4  # the Livebook's Flow: stages: 4, max_demand: 1
@@ -79,6 +79,9 @@ class _Run:
         self.last_checkpoint = time.monotonic()
         self.seen_ids = set(cluster.engine_ids)
         self.last_rejoin_check = 0.0
+        # the timeline's zero, on this process's clock and on the wall clock (engines report in it)
+        self.started = time.perf_counter()
+        self.started_wall = time.time()
 
     def take(self, n: int) -> list[Item]:
         """Up to `n` items: retried ones first, then new ones read lazily from the input.
@@ -151,6 +154,12 @@ class _Run:
             write_manifest(self.manifest, self.result.processed)
             self.last_checkpoint = time.monotonic()
 
+    def span(self, worker_name: str, start_s: float, end_s: float, images: int) -> None:
+        """Note on the timeline that `worker_name` held `images` from `start_s` to `end_s`
+        (seconds since the run started)."""
+        start_s = max(0.0, start_s)
+        self.result.timeline.append(Span(worker_name, start_s, max(start_s, end_s), images))
+
     def fail(self, item: Item, reason: str) -> None:
         self.result.failed.append((item.source, reason))
         self.progress()
@@ -195,6 +204,7 @@ class _Run:
 class _Batch:
     worker: Worker
     items: list[Item]
+    sent: float
 
 
 class BatchRun(_Run):
@@ -264,7 +274,7 @@ class BatchRun(_Run):
                     *args,
                     max_pixels=self.max_pixels,
                 )
-                self.in_flight[future] = _Batch(worker, sendable)
+                self.in_flight[future] = _Batch(worker, sendable, time.perf_counter())
 
     def execute(self) -> None:
         """Run until every input is processed or failed."""
@@ -298,6 +308,8 @@ class BatchRun(_Run):
         # ipyparallel's futures sit in reference cycles until a full garbage collection; the
         # answer list is shared with them, so emptying it frees the payloads now.
         answer.clear()
+        now = time.perf_counter()
+        self.span(worker_name, batch.sent - self.started, now - self.started, len(batch.items))
         for position, item in enumerate(batch.items):
             if position in errors:
                 self.fail(item, errors[position])
@@ -365,7 +377,9 @@ class ClaimRun(_Run):
                 if answer is None:
                     lost.append(worker)
                     continue
-                worker_name, done, errors = answer
+                worker_name, done, errors, times = answer
+                for start, end in times:
+                    self.span(worker_name, start - self.started_wall, end - self.started_wall, 1)
                 for index in done:
                     self.succeed(by_index[index], worker_name)
                 for index, reason in errors.items():

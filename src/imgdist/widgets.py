@@ -160,15 +160,27 @@ class WorkerForm:
         shown = ", ".join(names) if names else "(none: only this notebook)"
         self.connected.value = f"<b>Connected workers:</b> <code>{html.escape(shown)}</code>"
         self.message.value = _message("info", note) if note else ""
+        cell = f'style="{PANEL_CELL}"'
         rows = "".join(
-            f"<tr><td><code>{html.escape(s.name)}</code></td><td>{html.escape(s.host)}</td>"
-            f'<td class="imgdist-state-{s.state.replace(" ", "-")}">{s.state}</td><td>{s.processed}</td></tr>'
+            f"<tr><td {cell}><code>{html.escape(s.name)}</code></td><td {cell}>{html.escape(s.host)}</td>"
+            f'<td {cell} class="imgdist-state-{s.state.replace(" ", "-")}">{s.state}</td>'
+            f'<td style="{PANEL_CELL};text-align:right">{s.processed}</td></tr>'
             for s in self.connections.states(self.known, self.processed)
         )
-        self.panel.value = (
-            '<table class="imgdist-workers"><tr><th>worker</th><th>host</th><th>state</th>'
-            f"<th>images processed</th></tr>{rows}</table>"
+        heads = "".join(
+            f'<th style="{PANEL_HEAD}">{head}</th>'
+            for head in ("worker", "host", "state", "images processed")
         )
+        self.panel.value = (
+            f'<table class="imgdist-workers" style="{PANEL_TABLE}"><thead><tr>{heads}</tr></thead>'
+            f"<tbody>{rows}</tbody></table>"
+        )
+
+
+# The worker panel's look: inline, so it is the same in JupyterLab, Notebook 7 and exported HTML.
+PANEL_TABLE = "border-collapse:collapse;margin-top:6px;font-size:13px"
+PANEL_CELL = "padding:3px 14px 3px 4px;border-bottom:1px solid #ddd"
+PANEL_HEAD = "padding:3px 14px 3px 4px;border-bottom:2px solid #888;text-align:left;font-weight:600"
 
 
 def _show(thing: object) -> None:

@@ -1,0 +1,123 @@
+"""A local cluster's life: quiet start and stop with logs in a file, ports kept in a range, and
+a notebook cell run twice reusing its cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+
+import psutil
+import pytest
+
+from imgdist.cluster import CONTROLLER_PORTS, Cluster, connection_ports
+from imgdist.errors import ParameterError
+from imgdist.runner import open_cluster, parse_ports
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def engine_pids(cluster: Cluster) -> list[int]:
+    return [w.pid for w in cluster.workers()]
+
+
+def test_stop_is_one_line_and_keeps_the_logs(tmp_path, capfd):
+    """Stopping says one line, prints nothing else, leaves no engine running, and the engines'
+    output (at WARNING: no per-task lines) is kept in the log file it names."""
+    cluster = Cluster.start_local(2, profile_dir=tmp_path / "profile", timeout_s=60)
+    try:
+        pids = engine_pids(cluster)
+        workers = cluster.workers()
+        for worker in workers:
+            cluster.submit(worker, "identity").result(timeout=30)
+        log_file = cluster.log_file
+    finally:
+        said = cluster.stop()
+    printed = capfd.readouterr()
+    assert said == f"Stopped the local cluster (controller and 2 engines); its log: {log_file}"
+    assert "\n" not in said
+    assert printed.out == ""
+    assert "Traceback" not in printed.err
+    assert "Output for" not in printed.err
+    assert wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), timeout_s=10)
+    log = log_file.read_text()
+    assert "Output of ipengine-" in log  # each engine's output is kept...
+    assert "Handling apply_request" not in log  # ...at WARNING, so no line per task
+    assert "Traceback" not in log  # engines shut down cleanly, not killed mid-loop
+
+
+def test_stopping_a_connected_cluster_leaves_it_running(local_cluster):
+    """A cluster only connected to keeps running; stop says so in one line."""
+    other = Cluster.connect(local_cluster.client_connection_file)
+    said = other.stop()
+    assert (
+        said
+        == f"Disconnected from {local_cluster.client_connection_file}; that cluster keeps running."
+    )
+    assert len(local_cluster.workers()) == 4
+
+
+def test_ports_keep_every_controller_port_in_the_range(tmp_path):
+    """With ports=(LO, HI), every port in the client and engine connection files is in range."""
+    low = 50_400
+    cluster = Cluster.start_local(
+        1, profile_dir=tmp_path / "profile", ports=(low, low + CONTROLLER_PORTS + 5), timeout_s=60
+    )
+    try:
+        ports = connection_ports(cluster.client_connection_file) + connection_ports(
+            cluster.engine_connection_file
+        )
+        assert len(cluster.workers()) == 1
+    finally:
+        cluster.stop()
+    assert ports
+    assert all(low <= port <= low + CONTROLLER_PORTS + 5 for port in ports), ports
+
+
+def test_busy_ports_in_the_range_are_named():
+    """A range without enough free ports is refused before anything starts, naming a busy one."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        first = max(1024, port - CONTROLLER_PORTS + 1)
+        with pytest.raises(ParameterError, match=rf"in use: .*{port}.*give a wider or another"):
+            Cluster.start_local(1, ports=(first, first + CONTROLLER_PORTS - 1), timeout_s=10)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("50000", "ports '50000' is not a range LO-HI of TCP ports between 1024 and 65535"),
+        ("5-50000", "is not a range LO-HI"),
+        ("50010-50000", "is not a range LO-HI"),
+        ("abc-def", "is not a range LO-HI"),
+        ("50000-50005", "holds 6 ports, but the controller needs 18; give a wider range"),
+    ],
+)
+def test_port_range_errors(text, message):
+    """Malformed or too narrow port ranges are one sentence each."""
+    with pytest.raises(ParameterError, match=message):
+        parse_ports(text)
+
+
+def test_running_the_cluster_cell_again_reuses_the_cluster(tmp_path):
+    """open_cluster with the same arguments returns the cluster already open; other arguments
+    stop it and start anew, so a notebook never holds two clusters."""
+    first = open_cluster(local=1, timeout_s=60)
+    second = third = None
+    try:
+        pids = engine_pids(first)
+        second = open_cluster(local=1, timeout_s=60)
+        assert second is first
+        third = open_cluster(local=2, timeout_s=60)
+        assert third is not first
+        assert not first.is_open
+        assert wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), timeout_s=10)
+        assert len(third.workers()) == 2
+    finally:
+        for cluster in (first, third):
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.stop()
