@@ -50,16 +50,19 @@ def execute_main(notebook: Path, out_dir: Path, *, timeout_s: float = 600.0) -> 
     """`make run`: execute the main notebook into `out_dir` and print the table and where files are."""
     from imgdist.bench import BenchReport
     from imgdist.render import bench_table_text
+    from imgdist.runner import OWN_PROCESS
 
     out_dir = Path(out_dir).resolve()
     executed = execute(
         notebook, out_dir / "main.ipynb", parameters={"out_dir": out_dir}, timeout_s=timeout_s
     )
     report = BenchReport.load(out_dir / "bench.json")
-    print(bench_table_text(report))
+    baseline = OWN_PROCESS if OWN_PROCESS in {case.name for case in report.cases} else None
+    print(bench_table_text(report, baseline=baseline))
     print()
     print(f"Executed notebook: {executed}")
     print(f"Images and outputs: {out_dir / 'images'}")
     print(f"Manifest: {out_dir / 'manifest.json'}")
     print(f"Speed comparison: {out_dir / 'bench.json'}, {out_dir / 'bench.png'}")
+    print(f"Who worked when: {out_dir / 'timeline.png'}")
     return 0
