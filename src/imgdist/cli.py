@@ -40,6 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="start a controller here with N local engines (default: 4; 0 for none: workers join)",
     )
+    for name, what in (
+        ("slurm", "as a Slurm job (sbatch)"),
+        ("mpi", "with mpiexec (needs mpi4py)"),
+        ("pbs", "as a PBS job (qsub; untested)"),
+        ("sge", "as an SGE job (qsub; untested)"),
+        ("lsf", "as an LSF job (bsub; untested)"),
+    ):
+        where.add_argument(
+            f"--{name}",
+            type=int,
+            metavar="N",
+            help=f"start a controller here and N engines {what}",
+        )
     where.add_argument(
         "--connection",
         metavar="CLIENT_JSON",
@@ -90,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="127.0.0.1",
         metavar="ADDRESS",
         help="address the controller started here listens on (default: 127.0.0.1, this machine only)",
+    )
+    run.add_argument(
+        "--launcher-args",
+        default="",
+        metavar="ARGS",
+        help='options for sbatch, qsub or mpiexec, e.g. --launcher-args="--partition=short '
+        '--time=10" or --launcher-args="--hostfile hosts" (write = after --launcher-args)',
     )
     run.add_argument(
         "--ports",
@@ -234,7 +254,7 @@ def _run(args: argparse.Namespace) -> int:
         else portrait_copies(out, url=args.url, copies=args.images)
     )
     roots = [path for path in (args.inputs or []) if Path(path).expanduser().is_dir()]
-    local = args.local if args.local is not None else (0 if args.connection else 4)
+    launcher, local = engine_launch(args)
     curve = args.curve or os.environ.get("IPP_ENABLE_CURVE") == "1"
     with open_cluster(
         local=local,
@@ -243,6 +263,8 @@ def _run(args: argparse.Namespace) -> int:
         controller_ip=args.ip,
         curve=curve,
         ports=args.ports,
+        launcher=launcher,
+        launcher_args=args.launcher_args,
     ) as cluster:
         if cluster.is_local and (local == 0 or not args.ip.startswith("127.") or args.ports):
             print(join_instructions(cluster.engine_connection_file), flush=True)
@@ -284,6 +306,28 @@ def _run(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"Outputs: {out / 'images'}; manifest: {out / 'manifest.json'}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+BATCH_OPTIONS = ("slurm", "mpi", "pbs", "sge", "lsf")
+
+
+def engine_launch(args: argparse.Namespace) -> tuple[str, int]:
+    """(launcher, engines to start) from --local, --slurm, --mpi, ... (default: 4 local ones;
+    none when connecting to a running cluster)."""
+    for name in BATCH_OPTIONS:
+        count = getattr(args, name)
+        if count is not None:
+            if count < 1:
+                msg = f"--{name} {count}: give how many engines to start, at least 1."
+                raise ParameterError(msg)
+            return name, count
+    if args.launcher_args:
+        msg = (
+            f"--launcher-args {args.launcher_args!r} is for engines started by --slurm, --mpi, "
+            "--pbs, --sge or --lsf; add one of them, or leave the arguments out."
+        )
+        raise ParameterError(msg)
+    return "local", args.local if args.local is not None else (0 if args.connection else 4)
 
 
 def start_over_ssh(cluster, hosts: list[str], args: argparse.Namespace, *, first_label: int):

@@ -13,9 +13,11 @@ import importlib.metadata
 import json
 import logging
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,12 +30,25 @@ from traitlets.config import Config
 
 from imgdist.engine import LABEL_ENV, EngineTask, Identity
 from imgdist.errors import ConnectionFileError, NoEnginesError, ParameterError, WorkerLostError
+from imgdist.launchers import (
+    BATCH,
+    ENDED,
+    LAUNCHERS,
+    NEVER_STARTS,
+    check_launcher,
+    launcher_config,
+    one_line,
+    pending_sentence,
+    slurm_job,
+    submit_errors,
+)
 
 DEFAULT_START_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 DEFAULT_ANSWER_TIMEOUT_S = 10.0
 HEARTBEAT_ARGS = ("--HeartMonitor.period=1000", "--HeartMonitor.max_heartmonitor_misses=5")
 STOP_TIMEOUT_S = 5.0
+LAUNCH_POLL_S = 0.25
 # Ports a controller listens on (ipyparallel 9: registration, 2 x control, mux, task, iopub and
 # broadcast, hb_ping, hb_pong, notification, and its schedulers' internal ones): "Used 18 random
 # ports" in its log.
@@ -133,6 +148,8 @@ class Cluster:
         self._sees: dict[tuple[int, str], bool] = {}
         self._software_of: dict[int, Software] = {}
         self._stopped = False
+        self._launcher = LAUNCHERS["local"]
+        self._work_dir: Path | None = None
         self.source = source
 
     # ----- starting and connecting -------------------------------------------------------
@@ -147,17 +164,24 @@ class Cluster:
         controller_args: list[str] | None = None,
         curve: bool = False,
         ports: tuple[int, int] | None = None,
+        launcher: str = "local",
+        launcher_args: str = "",
         log_level: int = logging.WARNING,
         timeout_s: float = DEFAULT_START_TIMEOUT_S,
     ) -> Cluster:
-        """Start a controller and `n_engines` engines here, named `<label_prefix>1@host` ...
+        """Start a controller here and `n_engines` engines, named `<label_prefix>1@<their host>` ...
 
-        The controller listens on `controller_ip` (loopback unless told otherwise), checks
-        engines' heartbeats every second (a worker that stops answering is given up after
-        5 s, not ipyparallel's default 35 s), and with `curve` encrypts with CurveZMQ. With
-        `ports` (LO, HI) every port it listens on is in that range (for firewalls). The
-        controller and engines log at `log_level` to `log_file`, never to the notebook.
+        The engines are processes on this machine, or started by `launcher` (`slurm`, `mpi`,
+        `pbs`, `sge`, `lsf`) with `launcher_args` given to its submit command or mpiexec. The
+        controller listens on `controller_ip` (loopback unless told otherwise: engines on other
+        nodes must reach it), checks engines' heartbeats every second (a worker that stops
+        answering is given up after 5 s, not ipyparallel's default 35 s), and with `curve`
+        encrypts with CurveZMQ. With `ports` (LO, HI) every port it listens on is in that range
+        (for firewalls). The controller and engines log at `log_level` to `log_file`, never to
+        the notebook. Engines that do not come up end the wait early with the cause when it is
+        known (a job that can never start or has ended, mpiexec or an engine that exited).
         """
+        spec = check_launcher(launcher, n_engines, launcher_args)
         if profile_dir is not None:
             Path(profile_dir).mkdir(parents=True, exist_ok=True)
         options = {"profile_dir": str(profile_dir)} if profile_dir is not None else {}
@@ -166,10 +190,14 @@ class Cluster:
         if ports is not None:
             free = free_ports(controller_ip, ports)
             args.append(f"--IPController.ports={','.join(map(str, free))}")
+        work_dir = Path(tempfile.mkdtemp(prefix="imgdist-launch-"))  # job scripts, submit errors
         config = Config()
         config.EngineLauncher.engine_args = quiet
+        for trait, value in launcher_config(launcher, launcher_args, work_dir).items():
+            setattr(config[spec.config_class], trait, value)
         local = ipp.Cluster(
             n=n_engines,
+            engines=launcher,
             controller_ip=controller_ip,
             controller_args=[*args, *(controller_args or [])],
             config=config,
@@ -177,20 +205,105 @@ class Cluster:
         )
         # what ipyparallel's launchers say (engine output on exit, stops) goes to a file too
         local.log = _file_logger(Path(local.profile_dir) / "log", local.cluster_id)
+        cluster = None
         try:
-            local.start_cluster_sync()
+            try:
+                local.start_cluster_sync()
+            except subprocess.CalledProcessError as exc:
+                refused = submit_errors(work_dir) or f"{exc.cmd[-2]} exited with {exc.returncode}"
+                msg = (
+                    f"{spec.program} refused the engines' job: {refused}. Check --launcher-args "
+                    f"({launcher_args or 'none given'}): partition, account, time limit."
+                )
+                raise NoEnginesError(msg) from None
             client = local.connect_client_sync()
-            cluster = cls(client, local=local, source=f"local cluster {local.cluster_id}")
+            source = f"local cluster {local.cluster_id}"
+            if launcher != "local":
+                source = f"cluster {local.cluster_id} (engines: {spec.what})"
+            cluster = cls(client, local=local, source=source)
+            cluster._launcher, cluster._work_dir = spec, work_dir
             if ports is not None:
                 cluster._check_ports(ports)
-            cluster.wait_for_engines(n_engines, timeout_s=timeout_s)
+            cluster._wait_for_launch(n_engines, timeout_s=timeout_s)
             for position, engine_id in enumerate(sorted(client.ids)[:n_engines], start=1):
                 cluster._set_label(engine_id, f"{label_prefix}{position}", only_if_unset=False)
         except BaseException:
-            with contextlib.suppress(Exception):
-                local.stop_cluster_sync()
+            if cluster is not None:
+                cluster.stop()
+            else:
+                _forget_unsubmitted(local)
+                with contextlib.suppress(Exception):
+                    local.stop_cluster_sync()
+                shutil.rmtree(work_dir, ignore_errors=True)
             raise
         return cluster
+
+    def _wait_for_launch(self, n_engines: int, *, timeout_s: float) -> None:
+        """Wait until `n_engines` engines registered; NoEnginesError with the cause as soon as
+        one is known, or after `timeout_s` with what is known then (a pending job's reason)."""
+        deadline = time.monotonic() + timeout_s
+        waiting_on = ""
+        while len(self._client.ids) < n_engines:
+            problem, waiting_on = self._launch_problem()
+            if problem or time.monotonic() > deadline:
+                have = len(self._client.ids)
+                msg = problem or (
+                    f"{have} of {n_engines} engines registered with {self.source} within "
+                    f"{timeout_s:g} s" + (f": {waiting_on}" if waiting_on else "")
+                )
+                msg = f"{msg}; {self._launch_advice()}"
+                raise NoEnginesError(msg)
+            time.sleep(LAUNCH_POLL_S)
+
+    def _launch_problem(self) -> tuple[str, str]:
+        """(why the engines will never come, what they are waiting on), '' for either unknown."""
+        for engine_set in list(self._local.engines.values()):
+            if self._launcher.name == "slurm":
+                job = str(getattr(engine_set, "job_id", "") or "")
+                state, reason = slurm_job(job) if job else ("", "")
+                if state == "PENDING":
+                    if reason in NEVER_STARTS:
+                        return pending_sentence(job, reason), ""
+                    return "", pending_sentence(job, reason)
+                if state in ENDED or (job and not state):
+                    output = one_line(engine_set.get_output(remove=False) or "")
+                    ended = state or "no longer in the queue"
+                    return f"Slurm job {job} ended ({ended}) before its engines registered" + (
+                        f"; its output ends: {output[-300:]}" if output else ""
+                    ), ""
+                continue
+            children = getattr(engine_set, "launchers", None) or {"": engine_set}
+            for launcher in children.values():
+                code = (
+                    launcher.poll() if hasattr(launcher, "process") and launcher.process else None
+                )
+                if code is not None:
+                    output = one_line(launcher.get_output(remove=False) or "")
+                    what = "mpiexec" if self._launcher.name == "mpi" else "an engine"
+                    return f"{what} exited with code {code} before the engines registered" + (
+                        f": {output}" if output else ""
+                    ), ""
+        return "", ""
+
+    def _launch_advice(self) -> str:
+        name = self._launcher.name
+        if name == "slurm":
+            advice = "the job was cancelled. Check the partition and limits (--launcher-args) and `sinfo`."
+        elif name == "mpi":
+            advice = (
+                "check mpiexec's options (--launcher-args), e.g. --oversubscribe or a hostfile."
+            )
+        elif name in BATCH:
+            advice = "the job was cancelled; check the queue and --launcher-args."
+        else:
+            return f"check the engine logs in {self.log_file}."
+        host, _ = self.controller_address()
+        if host.startswith("127.") or host in ("localhost", "::1"):
+            advice += (
+                f" The controller listens on {host} only: engines on other nodes need --ip with "
+                "an address of this machine that they reach."
+            )
+        return advice
 
     @classmethod
     def connect(
@@ -597,8 +710,18 @@ class Cluster:
         log_file = self.log_file
         with contextlib.suppress(Exception):
             self._keep_output()
+        _forget_unsubmitted(self._local)
+        jobs = [
+            str(engine_set.job_id)
+            for engine_set in self._local.engines.values()
+            if getattr(engine_set, "job_id", "")
+        ]
         with contextlib.suppress(Exception):
             self._local.stop_cluster_sync()
+        if self._launcher.name == "slurm":
+            _wait_until_dequeued(jobs)
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
         for handler in self._local.log.handlers:
             handler.close()
         self._local = None
@@ -631,6 +754,23 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _wait_until_dequeued(jobs: list[str], timeout_s: float = 30.0) -> None:
+    """Wait until cancelled Slurm jobs have left the queue (they stay COMPLETING for a moment),
+    so nothing of a run is queued once it ends."""
+    deadline = time.monotonic() + timeout_s
+    while jobs and time.monotonic() < deadline:
+        jobs = [job for job in jobs if slurm_job(job, timeout_s=5)[0]]
+        if jobs:
+            time.sleep(LAUNCH_POLL_S)
+
+
+def _forget_unsubmitted(local: ipp.Cluster) -> None:
+    """Drop engine sets whose job was never submitted: stopping them would run `scancel ''`."""
+    for set_id, engine_set in list(local.engines.items()):
+        if hasattr(engine_set, "job_id") and not engine_set.job_id:
+            local.engines.pop(set_id)
 
 
 def _file_logger(log_dir: Path, cluster_id: str) -> logging.Logger:

@@ -92,10 +92,13 @@ def open_cluster(
     controller_ip: str = "127.0.0.1",
     curve: bool = False,
     ports: str = "",
+    launcher: str = "local",
+    launcher_args: str = "",
 ) -> Cluster:
     """Connect to the cluster named by `connection`, or start a controller here (listening on
     `controller_ip`, loopback by default, on `ports` 'LO-HI' if given) with `local` engines
-    (0: workers join from elsewhere).
+    (0: workers join from elsewhere), started by `launcher`: `local` processes, or `slurm`,
+    `mpi`, `pbs`, `sge`, `lsf` with `launcher_args` for sbatch, mpiexec, ...
 
     Asked again for the same cluster (a notebook cell run twice), the one already open is
     returned while it still answers; any other cluster this process opened is stopped first.
@@ -107,7 +110,7 @@ def open_cluster(
         msg = f"local = {local}; give how many local engines to start (0 for none), or a connection file."
         raise ParameterError(msg)
     port_range = parse_ports(ports)
-    key = (local, connection, controller_ip, curve, port_range)
+    key = (local, connection, controller_ip, curve, port_range, launcher, launcher_args)
     previous = _open.pop(key, None)
     if previous is not None and previous.is_open and previous.controller_reachable():
         _open[key] = previous
@@ -125,6 +128,8 @@ def open_cluster(
             controller_ip=controller_ip,
             curve=curve,
             ports=port_range,
+            launcher=launcher,
+            launcher_args=launcher_args,
         )
     _open[key] = cluster
     return cluster
