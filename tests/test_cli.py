@@ -296,3 +296,77 @@ def test_too_few_ports_is_one_sentence(tmp_path, capsys):
     assert main(["run", "--ports", "50000-50009", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "ports '50000-50009' holds 10 ports, but the controller needs 18" in err
+
+
+def test_resume_never_gives_a_kept_output_to_another_input(local_cluster, tmp_path, portrait_path):
+    """Run 1 `--inputs a/`; run 2 `--inputs b/ a/ --resume` into the same folder: a's kept output
+    is untouched, b's image gets a name of its own, and the manifest names each file once."""
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "a" / "IMG_1.jpg").write_bytes(portrait_path.read_bytes())
+    flipped = cv2.flip(cv2.imread(str(portrait_path)), 1)
+    cv2.imwrite(str(tmp_path / "b" / "IMG_1.jpg"), flipped)
+    out = tmp_path / "out"
+    common = ["run", "--connection", str(local_cluster.client_connection_file), "--out", str(out)]
+    assert main([*common, "--inputs", str(tmp_path / "a")]) == 0
+    kept = (out / "images" / "IMG_1_processed.jpg").read_bytes()
+    assert main([*common, "--inputs", str(tmp_path / "b"), str(tmp_path / "a"), "--resume"]) == 0
+    assert (out / "images" / "IMG_1_processed.jpg").read_bytes() == kept
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted((row["source"], row["output"]) for row in manifest) == [
+        (str(tmp_path / "a" / "IMG_1.jpg"), "images/IMG_1_processed.jpg"),
+        (str(tmp_path / "b" / "IMG_1.jpg"), "images/IMG_1_2_processed.jpg"),
+    ]
+    check = subprocess.run(
+        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stdout
+
+
+def test_resume_keeps_entries_of_inputs_not_in_this_run(local_cluster, tmp_path, portrait_path):
+    """`--resume` with fewer inputs than before: the earlier outputs stay listed in the manifest."""
+    for name in ("x.jpg", "y.jpg"):
+        (tmp_path / name).write_bytes(portrait_path.read_bytes())
+    out = tmp_path / "out"
+    common = ["run", "--connection", str(local_cluster.client_connection_file), "--out", str(out)]
+    assert main([*common, "--inputs", str(tmp_path / "x.jpg"), str(tmp_path / "y.jpg")]) == 0
+    assert main([*common, "--inputs", str(tmp_path / "y.jpg"), "--resume"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(row["output"] for row in manifest) == [
+        "images/x_processed.jpg",
+        "images/y_processed.jpg",
+    ]
+
+
+@pytest.mark.parametrize("transport", ["compact", "path", "pixels"])
+def test_jpeg_files_named_jfif_or_jpe_are_processed(
+    local_cluster, tmp_path, portrait_path, transport
+):
+    """.jfif and .jpe files are found in folders and processed under every transport; their
+    outputs keep the name and are JPEGs."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.jfif", "b.jpe", "c.JFIF"):
+        (photos / name).write_bytes(portrait_path.read_bytes())
+    out = tmp_path / "out"
+    code = main(
+        [
+            "run",
+            "--connection",
+            str(local_cluster.client_connection_file),
+            "--inputs",
+            str(photos),
+            "--out",
+            str(out),
+            "--transport",
+            transport,
+        ]
+    )
+    assert code == 0
+    outputs = sorted(p.name for p in (out / "images").iterdir())
+    assert outputs == ["a_processed.jfif", "b_processed.jpe", "c_processed.JFIF"]
+    assert all((out / "images" / name).read_bytes()[:2] == b"\xff\xd8" for name in outputs)

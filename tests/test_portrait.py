@@ -122,3 +122,24 @@ def test_copies_parameter_errors(value, message):
 def test_copies_accepts_text_numbers():
     """'32' typed in a box is 32."""
     assert check_copies(" 32 ") == 32
+
+
+def test_a_download_never_replaces_a_file_of_the_users(tmp_path, server, portrait_path):
+    """A file already at the download's name keeps its bytes; the portrait goes beside it."""
+    mine = tmp_path / "portrait.jpg"
+    mine.write_bytes(b"my own photo, not the portrait")
+    portrait = get_portrait(f"{server.url}/portrait.jpg", tmp_path)
+    assert mine.read_bytes() == b"my own photo, not the portrait"
+    assert portrait.path == tmp_path / "portrait_2.jpg"
+    assert portrait.path.read_bytes() == portrait_path.read_bytes()
+    again = get_portrait(f"{server.url}/portrait.jpg", tmp_path)  # the same bytes: reused
+    assert again.path == portrait.path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["portrait.jpg", "portrait_2.jpg"]
+
+
+def test_the_bundled_portrait_never_replaces_a_file_of_the_users(tmp_path, portrait_path):
+    """The same for the bundled portrait: a different grace_hopper.jpg already there is kept."""
+    (tmp_path / "grace_hopper.jpg").write_bytes(b"someone else's")
+    portrait = get_portrait("", tmp_path)
+    assert (tmp_path / "grace_hopper.jpg").read_bytes() == b"someone else's"
+    assert portrait.path.read_bytes() == portrait_path.read_bytes()

@@ -79,13 +79,15 @@ def distribute(
         probe_dir = plan.out_dir or _first_folder(images)
         transport = pick_transport(cluster, workers, probe_dir)
     result = RunResult(transport, schedule)
+    previous = finished_entries(Path(manifest), _decodes) if resume else {}
+    plan.reserve(entry.output for entry in previous.values())
     common = {
         "total": len(images) if isinstance(images, Sequence) else None,
         "stall_timeout_s": stall_timeout_s,
         "max_pixels": max_pixels,
         "on_progress": on_progress,
         "manifest": Path(manifest) if manifest is not None else None,
-        "previous": finished_entries(Path(manifest), _decodes) if resume else None,
+        "previous": previous,
     }
     args = (cluster, list(workers), iter(images), plan, result)
     if transport == "path" and schedule == "balanced":
@@ -101,7 +103,7 @@ def distribute(
         result.elapsed_s = time.perf_counter() - started
         result.processed.sort(key=lambda e: run.order[e.output])
         if manifest is not None:
-            write_manifest(Path(manifest), result.processed)
+            write_manifest(Path(manifest), run.manifest_entries())
     return result
 
 

@@ -28,6 +28,29 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def write_new(path: Path, data: bytes) -> bool:
+    """Write `data` as a new file at `path`, atomically; False (nothing written) if `path`
+    exists. A hard link of a complete temporary file is made there: never a partial file, and
+    never over another file, even one that appeared a moment ago."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    try:
+        with tmp.open("xb") as handle:
+            handle.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (FAT, some SMB shares): exclusive, not atomic
+            with path.open("xb") as handle:
+                handle.write(data)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
 def remove_partial(path: Path) -> None:
     """Remove temporary files that an interrupted `atomic_write` of `path` left behind."""
     path = Path(path)
@@ -126,6 +149,10 @@ class OutputPlan:
         # every input known up front is reserved, so no output can be written over it; real
         # paths, so that a symlinked input is protected too
         self._taken: set[str] = {self._realpath(p) for p in inputs}
+
+    def reserve(self, outputs: Iterable[Path | str]) -> None:
+        """Keep `outputs` (kept from a previous run) from being given to any input."""
+        self._taken.update(os.path.realpath(output) for output in outputs)
 
     def _realpath(self, path: Path | str) -> str:
         """`os.path.realpath(path)`, resolving each folder once (a run's inputs share a few)

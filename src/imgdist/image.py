@@ -91,12 +91,26 @@ def pack_mostly_binary(image: np.ndarray) -> bytes:
     return len(others).to_bytes(4, "little") + zstandard.ZstdCompressor(level=1).compress(body)
 
 
-def unpack_mostly_binary(data: bytes, shape: tuple[int, ...]) -> np.ndarray:
-    """The image `pack_mostly_binary` packed, exactly."""
-    n_others = int.from_bytes(data[:4], "little")
-    body = zstandard.ZstdDecompressor().decompress(data[4:])
+def unpack_mostly_binary(
+    data: bytes, shape: tuple[int, ...], *, max_values: int = 3 * 50_000_000
+) -> np.ndarray:
+    """The image `pack_mostly_binary` packed, exactly.
+
+    At most `max_values` values (pixels x channels) are unpacked, and the compressed body may
+    not grow past what that shape needs: a ValueError otherwise, so a bad answer cannot make
+    the main decompress without bound.
+    """
     size = int(np.prod(shape))
+    n_others = int.from_bytes(data[:4], "little")
+    if size > max_values or n_others > size or len(shape) not in (2, 3):
+        msg = f"a packed result of shape {shape} with {n_others:,} other values is out of bounds"
+        raise ValueError(msg)
     bits_length = (size + 7) // 8
+    needed = bits_length + 5 * n_others
+    body = zstandard.ZstdDecompressor().decompress(data[4:], max_output_size=needed)
+    if len(body) != needed:
+        msg = f"a packed result holds {len(body):,} bytes, expected {needed:,} for shape {shape}"
+        raise ValueError(msg)
     flat = np.unpackbits(np.frombuffer(body, np.uint8, bits_length), count=size)
     flat *= 255
     positions = np.frombuffer(body, "<u4", n_others, offset=bits_length)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -11,7 +10,7 @@ import numpy as np
 
 from imgdist.codec import decode, read_file
 from imgdist.errors import DownloadError, ParameterError
-from imgdist.files import atomic_write
+from imgdist.files import atomic_write, write_new
 from imgdist.image import copy_name
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -47,22 +46,33 @@ def get_portrait(
     dest_dir.mkdir(parents=True, exist_ok=True)
     if not url.strip():
         source = sample_portrait()
-        target = dest_dir / source.name
-        if not target.exists():
-            shutil.copyfile(source, target)
+        data = read_file(source)
+        target = place(dest_dir / source.name, data)
         return Portrait(
-            target,
-            f"matplotlib sample data ({source.name})",
-            decode(read_file(target), target.name),
+            target, f"matplotlib sample data ({source.name})", decode(data, target.name)
         )
     data = download(url, timeout_s=timeout_s, max_bytes=max_bytes)
     name = Path(urlparse(url).path).name or "portrait.jpg"
     if "." not in name:
         name += ".jpg"
     pixels = decode(data, f"{url} (downloaded)")
-    target = dest_dir / name
-    atomic_write(target, data)
-    return Portrait(target, url, pixels)
+    return Portrait(place(dest_dir / name, data), url, pixels)
+
+
+def place(target: Path, data: bytes) -> Path:
+    """Write `data` at `target`, or beside it as `<stem>_2<ext>`, `<stem>_3<ext>` ... when a
+    different file is already there: a file of the user's is never written over. A file with
+    the same bytes is reused."""
+    candidate, number = target, 2
+    while candidate.exists():
+        same_size = candidate.is_file() and candidate.stat().st_size == len(data)
+        if same_size and candidate.read_bytes() == data:
+            return candidate
+        candidate = target.with_name(f"{target.stem}_{number}{target.suffix}")
+        number += 1
+    if not write_new(candidate, data):  # another process took the name meanwhile
+        return place(target, data)
+    return candidate
 
 
 def download(

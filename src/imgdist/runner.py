@@ -12,6 +12,7 @@ from pathlib import Path
 
 from imgdist.bench import BenchReport, measure
 from imgdist.cluster import CONTROLLER_PORTS, Cluster, Worker, connection_ports
+from imgdist.codec import JPEG_ALIASES
 from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, distribute
 from imgdist.engine import process_file
 from imgdist.errors import ImageError, ParameterError
@@ -19,7 +20,7 @@ from imgdist.image import processed_name
 from imgdist.portrait import get_portrait, make_copies
 from imgdist.workers import own_name
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", *JPEG_ALIASES)
 
 
 def check_out_dir(out_dir: str | Path) -> Path:

@@ -95,16 +95,20 @@ class _Run:
             source = next(self.images, None)
             if source is None:
                 break
-            item = self.plan.item(self.taken, source)
-            self.taken += 1
-            kept = self.previous.get(item.source.resolve()) if self.previous else None
-            if kept is None:
-                items.append(item)
-            else:
-                self.order[kept.output] = item.index
+            kept = self.previous.pop(Path(source).resolve(), None) if self.previous else None
+            if kept is not None:  # its output keeps its name, which the plan holds reserved
+                self.order[kept.output] = self.taken
                 self.result.processed.append(kept)
                 self.result.resumed += 1
+            else:
+                items.append(self.plan.item(self.taken, source))
+            self.taken += 1
         return items
+
+    def manifest_entries(self) -> list[ManifestEntry]:
+        """What the manifest lists: this run's outputs, and (when resuming) the previous run's
+        outputs of inputs not reached yet or not part of this run, which stay valid."""
+        return [*self.result.processed, *self.previous.values()]
 
     def remaining(self) -> int | None:
         """Images not yet handed out, when the total is known."""
@@ -151,7 +155,7 @@ class _Run:
             and time.monotonic() - self.last_checkpoint > MANIFEST_CHECKPOINT_S
         ):
             # so that even a main process killed mid-run leaves a manifest to resume from
-            write_manifest(self.manifest, self.result.processed)
+            write_manifest(self.manifest, self.manifest_entries())
             self.last_checkpoint = time.monotonic()
 
     def span(self, worker_name: str, start_s: float, end_s: float, images: int) -> None:
@@ -315,7 +319,13 @@ class BatchRun(_Run):
                 self.fail(item, errors[position])
                 continue
             try:
-                finish(self.transport, item, out_metas[position], out_payloads[position])
+                finish(
+                    self.transport,
+                    item,
+                    out_metas[position],
+                    out_payloads[position],
+                    max_pixels=self.max_pixels,
+                )
             except (ImgdistError, OSError) as exc:
                 self.fail(item, str(exc))
                 continue

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import zstandard
+
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
-from imgdist.errors import ParameterError
+from imgdist.errors import ImageError, ParameterError
 from imgdist.files import Item, atomic_write
 from imgdist.image import Wire, from_wire, to_wire, unpack_mostly_binary
 
@@ -49,7 +51,14 @@ def save_image(output: Path, wire: Wire) -> Path:
     return output
 
 
-def finish(transport: str, item: Item, meta: tuple | None, payload: bytes | memoryview) -> None:
+def finish(
+    transport: str,
+    item: Item,
+    meta: tuple | None,
+    payload: bytes | memoryview,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
     """Write `item`'s output from the engine's answer (the `path` engine wrote it already)."""
     if transport == "pixels":
         dtype, shape = meta
@@ -57,5 +66,9 @@ def finish(transport: str, item: Item, meta: tuple | None, payload: bytes | memo
     elif transport == "encoded":
         atomic_write(item.output, payload)
     elif transport == "compact":
-        image = unpack_mostly_binary(bytes(payload), tuple(meta))
+        try:
+            image = unpack_mostly_binary(bytes(payload), tuple(meta), max_values=4 * max_pixels)
+        except (ValueError, zstandard.ZstdError) as exc:
+            msg = f"{item.source}: the worker's result cannot be unpacked ({exc})."
+            raise ImageError(msg) from None
         atomic_write(item.output, encode(image, item.output.suffix))
