@@ -12,7 +12,7 @@ import pytest
 
 from imgdist.cli import main
 
-from .conftest import REPO
+from .conftest import REPO, wait_until
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
@@ -370,3 +370,35 @@ def test_jpeg_files_named_jfif_or_jpe_are_processed(
     outputs = sorted(p.name for p in (out / "images").iterdir())
     assert outputs == ["a_processed.jfif", "b_processed.jpe", "c_processed.JFIF"]
     assert all((out / "images" / name).read_bytes()[:2] == b"\xff\xd8" for name in outputs)
+
+
+def test_a_second_run_into_the_same_folder_is_refused(local_cluster, tmp_path):
+    """While one `imgdist run` writes into a folder, a second one into it exits 2 with a
+    sentence, and the first finishes with every image processed once."""
+    out = tmp_path / "out"
+    common = ["run", "--connection", str(local_cluster.client_connection_file), "--out", str(out)]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "imgdist", *common, "--images", "2000"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: (out / ".imgdist-run.lock").exists(), timeout_s=60)
+        second = run_cli(*common, "--images", "4")
+        _, stderr = first.communicate(timeout=180)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert second.returncode == 2
+    assert "is being written by another imgdist run (pid " in second.stderr
+    assert first.returncode == 0, stderr
+    assert not (out / ".imgdist-run.lock").exists()
+    check = subprocess.run(
+        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "2000"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert check.returncode == 0, check.stdout

@@ -237,9 +237,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from imgdist.files import FolderLock
+    from imgdist.runner import check_out_dir
+
+    out = check_out_dir(args.out)
+    with FolderLock([out]):  # the whole command: copies, cluster, run and manifest
+        return _run_locked(args, out)
+
+
+def _run_locked(args: argparse.Namespace, out: Path) -> int:
     from imgdist.console import TerminalProgress
     from imgdist.runner import (
-        check_out_dir,
         expand_inputs,
         join_instructions,
         open_cluster,
@@ -247,7 +255,6 @@ def _run(args: argparse.Namespace) -> int:
     )
     from imgdist.workers import resolve, wait_for_workers
 
-    out = check_out_dir(args.out)
     sources = (
         expand_inputs(args.inputs, skip=[out])
         if args.inputs

@@ -13,7 +13,7 @@ from pathlib import Path
 from imgdist.cluster import Cluster, Worker
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, read_file
 from imgdist.errors import ImgdistError, ParameterError
-from imgdist.files import OutputPlan, finished_entries, write_manifest
+from imgdist.files import FolderLock, OutputPlan, finished_entries, write_manifest
 from imgdist.results import Progress, RunResult
 from imgdist.schedules import BatchRun, ClaimRun
 from imgdist.transports import check_transport
@@ -97,13 +97,15 @@ def distribute(
             *args, transport=transport, schedule=schedule, batch_size=batch_size, **common
         )
     started = time.perf_counter()
-    try:
-        run.execute()
-    finally:
-        result.elapsed_s = time.perf_counter() - started
-        result.processed.sort(key=lambda e: run.order[e.output])
-        if manifest is not None:
-            write_manifest(Path(manifest), run.manifest_entries())
+    folders = [f for f in (plan.out_dir, Path(manifest).parent if manifest else None) if f]
+    with FolderLock(folders):
+        try:
+            run.execute()
+        finally:
+            result.elapsed_s = time.perf_counter() - started
+            result.processed.sort(key=lambda e: run.order[e.output])
+            if manifest is not None:
+                write_manifest(Path(manifest), run.manifest_entries())
     return result
 
 

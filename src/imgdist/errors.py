@@ -35,6 +35,10 @@ class ConnectionFileError(ImgdistError):
     """A connection file is missing, unreadable, or for a cluster that is gone."""
 
 
+class FolderBusyError(ImgdistError):
+    """Another run is writing into the output folder."""
+
+
 class WorkerLostError(ImgdistError):
     """An engine died or stopped answering while it held work."""
 
