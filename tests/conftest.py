@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from imgdist.cluster import Cluster
 from imgdist.portrait import sample_portrait
 
 REPO = Path(__file__).resolve().parent.parent
+# the project's shared results checker (../shared/tools), the way results are judged
+CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
 
 # The tests' clusters live under a private IPython dir, so they never touch the user's profiles.
 os.environ.setdefault(
@@ -85,6 +88,25 @@ def start_plain_engine(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def check_results(folder: Path, *options: object, python: str = sys.executable) -> str:
+    """Run the shared results checker on `folder` with `options` (e.g. "--exact"); the test
+    fails when it fails, and when it is missing (it is never silently skipped)."""
+    if not CHECKER.is_file():
+        pytest.fail(
+            f"the results checker {CHECKER} is missing: these tests judge results with it; "
+            "put the shared tools folder beside the repository."
+        )
+    done = subprocess.run(
+        [python, str(CHECKER), str(folder), *map(str, options)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def as_written(pixels, suffix: str = ".jpg"):

@@ -21,12 +21,11 @@ from imgdist.cli import main
 from imgdist.errors import ParameterError
 from imgdist.launchers import check_launcher
 
-from .conftest import REPO, wait_until
+from .conftest import REPO, check_results, wait_until
 from .slurm import SingleNodeSlurm, processes_with_env, slurm_usable
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
-CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
 SLURM = slurm_usable()
 MPI = "" if shutil.which("mpiexec") else "mpiexec is not installed (openmpi-bin)"
 
@@ -71,17 +70,6 @@ def left_behind(ipython_dir: Path) -> list[int]:
     ]
 
 
-def check_results(out: Path, images: int) -> None:
-    done = subprocess.run(
-        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", str(images)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout
-
-
 def test_slurm_run_processes_the_job(queue, tmp_path):
     """--slurm 2: 16 portraits on 2 engines of one Slurm job, named worker1/2@<node>; the
     outputs pass the results check, and no job or process is left."""
@@ -90,7 +78,7 @@ def test_slurm_run_processes_the_job(queue, tmp_path):
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {row["worker"] for row in manifest} == {f"worker1@{queue.node}", f"worker2@{queue.node}"}
-    check_results(tmp_path / "out", 16)
+    check_results(tmp_path / "out", "--exact", "--expect-images", 16)
     assert queue.job_ids() == []
     assert wait_until(lambda: not left_behind(tmp_path / "ipython"), timeout_s=15)
     assert not list(tmp_path.glob("slurm-*.out"))  # nothing written into the user's folder
@@ -175,7 +163,7 @@ def test_mpi_run_as_root_processes_the_job(tmp_path):
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {row["worker"] for row in manifest} == {f"worker1@{HOST}", f"worker2@{HOST}"}
-    check_results(tmp_path / "out", 16)
+    check_results(tmp_path / "out", "--exact", "--expect-images", 16)
     assert wait_until(lambda: not left_behind(tmp_path / "ipython"), timeout_s=15)
 
 
@@ -268,5 +256,5 @@ def test_the_notebook_on_slurm_engines(queue, tmp_path, monkeypatch):
     assert [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"] == []
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert {row["worker"] for row in manifest} == {f"worker{i}@{queue.node}" for i in range(1, 5)}
-    check_results(tmp_path / "out", 32)
+    check_results(tmp_path / "out", "--exact", "--expect-images", 32)
     assert queue.job_ids() == []

@@ -12,11 +12,10 @@ import pytest
 
 from imgdist.cli import main
 
-from .conftest import REPO, wait_until
+from .conftest import check_results, wait_until
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
-CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -269,14 +268,7 @@ def test_nested_folders_keep_their_layout(local_cluster, tmp_path, portrait_path
             "images/top_processed.jpg",
         ]
     assert all(cv2.imread(str(out / row["output"])) is not None for row in manifest)
-    check = subprocess.run(
-        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "4"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert check.returncode == 0, check.stdout
+    check_results(out, "--exact", "--expect-images", "4")
 
 
 def test_ports_keep_the_controller_inside_the_range(tmp_path):
@@ -317,14 +309,7 @@ def test_resume_never_gives_a_kept_output_to_another_input(local_cluster, tmp_pa
         (str(tmp_path / "a" / "IMG_1.jpg"), "images/IMG_1_processed.jpg"),
         (str(tmp_path / "b" / "IMG_1.jpg"), "images/IMG_1_2_processed.jpg"),
     ]
-    check = subprocess.run(
-        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "2"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert check.returncode == 0, check.stdout
+    check_results(out, "--exact", "--expect-images", "2")
 
 
 def test_resume_keeps_entries_of_inputs_not_in_this_run(local_cluster, tmp_path, portrait_path):
@@ -394,11 +379,43 @@ def test_a_second_run_into_the_same_folder_is_refused(local_cluster, tmp_path):
     assert "is being written by another imgdist run (pid " in second.stderr
     assert first.returncode == 0, stderr
     assert not (out / ".imgdist-run.lock").exists()
-    check = subprocess.run(
-        [sys.executable, str(CHECKER), str(out), "--exact", "--expect-images", "2000"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    check_results(out, "--exact", "--expect-images", "2000")
+
+
+def test_ssh_with_a_connection_is_one_sentence(local_cluster, tmp_path, capsys):
+    """--ssh needs a controller started here: with --connection it is refused in one sentence."""
+    code = main(
+        [
+            "run",
+            "--connection",
+            str(local_cluster.client_connection_file),
+            "--ssh",
+            "me@lab-pc2",
+            "--out",
+            str(tmp_path),
+        ]
     )
-    assert check.returncode == 0, check.stdout
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--ssh me@lab-pc2 starts engines from a controller started here, but --connection" in err
+    assert "Traceback" not in err
+
+
+def test_a_system_error_is_one_sentence(local_cluster, tmp_path):
+    """The system refusing a write (here: manifest.json is a folder) ends in a sentence naming
+    the file, exit 1, not a traceback; the outputs are there."""
+    out = tmp_path / "out"
+    (out / "manifest.json").mkdir(parents=True)
+    done = run_cli(
+        "run",
+        "--connection",
+        str(local_cluster.client_connection_file),
+        "--images",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 1
+    assert f"imgdist: error: Is a directory ({out / 'manifest.json'})." in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(list((out / "images").glob("*_processed.jpg"))) == 2

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -147,17 +149,21 @@ def test_worker_cli_runs_until_terminated(bare_controller, tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
+    folders = set(Path(tempfile.gettempdir()).glob("imgdist-bob-*"))
     try:
         before = len(bare_controller.engine_ids)
         first = process.stdout.readline()
         assert f"Worker bob@{HOST} is running" in first
         bare_controller.wait_for_engines(before + 1, timeout_s=10)
         assert f"bob@{HOST}" in [w.name for w in bare_controller.workers()]
+        (work,) = set(Path(tempfile.gettempdir()).glob("imgdist-bob-*")) - folders
+        assert work.stat().st_mode & 0o777 == 0o700  # private, and made with an unguessable name
     finally:
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=20)
     assert process.returncode == 0, out
     assert "stopped" in out
+    assert not work.exists()  # its folder (engine log, profile) is removed on exit
 
 
 def test_worker_launcher_with_pasted_contents(bare_controller, tmp_path):

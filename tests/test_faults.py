@@ -12,7 +12,7 @@ import pytest
 
 from imgdist.cluster import Cluster
 from imgdist.distribute import distribute
-from imgdist.errors import RunError
+from imgdist.errors import ParameterError, RunError
 from imgdist.files import read_manifest
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
@@ -155,7 +155,7 @@ def test_all_workers_gone_then_resume(four, cluster, inputs, tmp_path):
 
 def test_resume_needs_a_manifest(four, inputs):
     """resume without a manifest path says what to give."""
-    with pytest.raises(Exception, match="resume needs the manifest of the run to resume"):
+    with pytest.raises(ParameterError, match="resume needs the manifest of the run to resume"):
         distribute(four, inputs, resume=True)
 
 

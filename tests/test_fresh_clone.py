@@ -8,9 +8,7 @@ import subprocess
 
 import pytest
 
-from .conftest import REPO
-
-CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
+from .conftest import REPO, check_results
 
 
 @pytest.mark.slow
@@ -39,19 +37,10 @@ def test_make_run_from_a_fresh_clone(tmp_path):
     for name in ("main.ipynb", "manifest.json", "bench.json", "bench.png"):
         assert (results / name).is_file(), name
     assert len(list((results / "images").glob("*_processed.jpg"))) == 32
-    if CHECKER.is_file():
-        check = subprocess.run(
-            [
-                str(clone / ".venv" / "bin" / "python"),
-                str(CHECKER),
-                str(results),
-                "--notebook",
-                "--expect-workers",
-                "4",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert check.returncode == 0, check.stdout
+    check_results(
+        results,
+        "--notebook",
+        "--expect-workers",
+        "4",
+        python=str(clone / ".venv" / "bin" / "python"),
+    )

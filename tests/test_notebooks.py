@@ -14,11 +14,10 @@ import pytest
 from imgdist.errors import ImgdistError
 from imgdist.notebook import execute
 
-from .conftest import REPO, wait_until
+from .conftest import REPO, check_results, wait_until
 
 pytestmark = pytest.mark.integration
 HOST = socket.gethostname()
-CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
 
 
 def nbval(notebook: str, env: dict) -> subprocess.CompletedProcess:
@@ -112,14 +111,7 @@ def test_main_notebook_headless_writes_the_results_layout(tmp_path):
     assert len(stop) == 1
     assert stop[0].startswith("Stopped the local cluster (controller and 4 engines); its log: ")
     assert stop[0].count("\n") == 1
-    check = subprocess.run(
-        [sys.executable, str(CHECKER), str(tmp_path), "--notebook", "--expect-workers", "4"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert check.returncode == 0, check.stdout
+    check_results(tmp_path, "--notebook", "--expect-workers", "4")
 
 
 def test_every_code_cell_has_a_sentence_before_it():

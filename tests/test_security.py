@@ -51,16 +51,22 @@ def test_a_client_with_a_wrong_key_gets_nothing_executed(bare_controller, tmp_pa
         Cluster.connect(wrong, timeout_s=2)
 
 
-def test_a_client_whose_key_changes_gets_nothing_executed(local_cluster, tmp_path):
-    """Requests signed with a wrong key are dropped: the task never runs (no marker file appears)."""
+def test_a_client_whose_key_changes_gets_nothing_executed(local_cluster, tmp_path, portrait_path):
+    """Requests signed with a wrong key are dropped: a task that writes a file never runs, while
+    the same task signed with the cluster's key does write it."""
+    worker = local_cluster.workers()[0]
     with Cluster.connect(local_cluster.client_connection_file) as other:
+        signed = tmp_path / "signed.jpg"
+        other.submit(worker, "process_file", str(portrait_path), str(signed), "x").result(
+            timeout=30
+        )
+        assert signed.is_file()  # the check below can fail: this call writes when it runs
         other._client.session.key = b"not-the-cluster-key"
-        marker = tmp_path / "ran"
-        worker = local_cluster.workers()[0]
-        future = other.submit(worker, "sees", str(marker), "x")  # harmless, but must not even run
+        forged = tmp_path / "forged.jpg"
+        future = other.submit(worker, "process_file", str(portrait_path), str(forged), "x")
         with pytest.raises(TimeoutError):
             future.result(timeout=3)
-    assert not marker.exists()
+    assert not forged.exists()
     # the cluster itself is unharmed
     assert local_cluster.submit(worker, "identity").result(timeout=10).pid == worker.pid
 

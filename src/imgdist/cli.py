@@ -234,6 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imgdist: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the disk or the system said no: a sentence, not a traceback
+        named = exc.filename2 or exc.filename  # a rename's target rather than its temporary file
+        where = f" ({named})" if named else ""
+        print(f"imgdist: error: {exc.strerror or exc}{where}.", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -262,6 +267,13 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
     )
     roots = [path for path in (args.inputs or []) if Path(path).expanduser().is_dir()]
     launcher, local = engine_launch(args)
+    if args.ssh and args.connection:
+        msg = (
+            f"--ssh {args.ssh} starts engines from a controller started here, but --connection "
+            "connects to a running one; drop --connection (a controller starts here), or start "
+            "workers on those machines with `imgdist worker`."
+        )
+        raise ParameterError(msg)
     curve = args.curve or os.environ.get("IPP_ENABLE_CURVE") == "1"
     with open_cluster(
         local=local,
@@ -377,10 +389,12 @@ def _worker(args: argparse.Namespace) -> int:
         engine.stop()
     if engine.stop_requested:
         print(f"Worker {engine.name} stopped.")
+        engine.close()
         return EXIT_OK
     print(
         f"Worker {engine.name}'s engine exited with code {code}; its log ends:\n{engine.log_tail()}"
     )
+    engine.close()
     return EXIT_FAILED
 
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import logging
 import platform
+import secrets
 import shutil
 import socket
 import subprocess
@@ -150,6 +151,7 @@ class Cluster:
         self._stopped = False
         self._launcher = LAUNCHERS["local"]
         self._work_dir: Path | None = None
+        self._remote_dirs: list[tuple[str, list[str], str]] = []  # (host, ssh args, folder)
         self.source = source
 
     # ----- starting and connecting -------------------------------------------------------
@@ -586,8 +588,13 @@ class Cluster:
         path); the hosts must reach this controller's address.
         """
         if self._local is None:
-            msg = "engines over SSH start from a cluster started here; start it with this notebook or `imgdist run`."
-            raise RuntimeError(msg)
+            msg = (
+                f"engines over SSH start from a controller started here, but this one ({self.source}) "
+                "was only connected to; start it here (imgdist run without --connection, or the "
+                "notebook with no connection), or start workers on those machines with "
+                "`imgdist worker`."
+            )
+            raise ParameterError(msg)
         python = remote_python or sys.executable
         engines = {
             host: {
@@ -600,16 +607,24 @@ class Cluster:
         before = set(self._client.ids)
         launcher_class = self._local.engine_launcher_class
         self._local.engine_launcher_class = "ssh"
+        # The connection file (with the key) goes to a folder of its own on each host: a name
+        # nobody can guess, made here with mode 0700 (`mkdir` fails if it exists, so it cannot
+        # have been made beforehand by someone else), removed when the cluster stops. Not the
+        # local profile's path: on a shared disk scp would copy the file onto itself.
+        # One engine set per host, so each host has a folder of its own (hosts may share /tmp).
         try:
-            self._local.start_engines_sync(
-                n=len(hosts),
-                engines=engines,
-                ssh_args=ssh,
-                scp_args=_scp_args(ssh),
-                remote_python=python,
-                # not the local profile's path: on a shared disk scp would copy the file onto itself
-                remote_profile_dir=f"/tmp/imgdist-ssh-{self._local.cluster_id}",
-            )
+            for host, engine in engines.items():
+                remote_dir = f"/tmp/imgdist-ssh-{secrets.token_hex(12)}"
+                _ssh(host, ssh, f"umask 077 && mkdir -m 700 {remote_dir}")
+                self._remote_dirs.append((host, ssh, remote_dir))
+                self._local.start_engines_sync(
+                    n=1,
+                    engines={host: engine},
+                    ssh_args=ssh,
+                    scp_args=_scp_args(ssh),
+                    remote_python=python,
+                    remote_profile_dir=remote_dir,
+                )
         except subprocess.CalledProcessError as exc:
             msg = (
                 f"could not start an engine over SSH on {', '.join(hosts)} ({exc.cmd[0]} exited with "
@@ -649,8 +664,11 @@ class Cluster:
         `<label_prefix><engine id + 1>`.
         """
         if self._local is None:
-            msg = "start_engines works on a local cluster only; start workers on their machines with `imgdist worker`."
-            raise RuntimeError(msg)
+            msg = (
+                f"more engines can be started only on a cluster started here, not on {self.source}; "
+                "start workers on their machines with `imgdist worker`."
+            )
+            raise ParameterError(msg)
         before = set(self._client.ids)
         self._local.start_engines_sync(n=n_engines)
         new_ids = self._wait_for_new(before, n_engines, timeout_s=timeout_s)
@@ -722,6 +740,10 @@ class Cluster:
             _wait_until_dequeued(jobs)
         if self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
+        for host, ssh_args, folder in self._remote_dirs:
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                _ssh(host, ssh_args, f"rm -rf {folder}")
+        self._remote_dirs = []
         for handler in self._local.log.handlers:
             handler.close()
         self._local = None
@@ -783,6 +805,17 @@ def _file_logger(log_dir: Path, cluster_id: str) -> logging.Logger:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.handlers = [handler]
     return logger
+
+
+def _ssh(host: str, ssh_args: list[str], command: str, timeout_s: float = 30.0) -> None:
+    """Run `command` on `host` over ssh (with the launcher's options); CalledProcessError if it fails."""
+    subprocess.run(
+        ["ssh", *ssh_args, host, command],
+        check=True,
+        capture_output=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def _scp_args(ssh_args: list[str]) -> list[str]:

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -91,6 +92,7 @@ class WorkerEngine:
         self.work_dir = work_dir
         self.log_path = work_dir / "engine.log"
         self.stop_requested = False
+        self.owns_work_dir = False
 
     @classmethod
     def start(
@@ -103,6 +105,7 @@ class WorkerEngine:
     ) -> WorkerEngine:
         """Start an engine for the controller in `connection` (a path, or the file's JSON text)."""
         name = worker_name(label)
+        # mkdtemp: a private folder (0700) with a name nobody can make beforehand
         work = (
             Path(work_dir)
             if work_dir
@@ -133,10 +136,18 @@ class WorkerEngine:
                 start_new_session=True,
             )
         engine = cls(process, name, work)
+        engine.owns_work_dir = not work_dir
         # The engine lives in its own session (so it and its nanny stop together); stop it
-        # when this process ends, so a closed notebook leaves no engine behind.
-        atexit.register(engine.stop)
+        # when this process ends, so a closed notebook leaves no engine behind, and remove the
+        # folder made for it (it may hold a pasted connection file, with the cluster's key).
+        atexit.register(engine.close)
         return engine
+
+    def close(self) -> None:
+        """Stop the engine and remove the folder made for it (its log goes with it)."""
+        self.stop()
+        if self.owns_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the engine's log."""
