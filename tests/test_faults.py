@@ -191,3 +191,41 @@ def test_controller_gone_mid_run(tmp_path, portrait_path):
         assert len(read_manifest(tmp_path / "manifest.json")) >= 40
     finally:
         doomed.stop()
+
+
+@pytest.mark.parametrize("transport", ["compact", "path"])
+def test_a_worker_that_hangs_but_answers_heartbeats(cluster, four, inputs, tmp_path, transport):
+    """A worker whose engine is stuck (here: busy with another client's endless task, which
+    keeps its heartbeat going) is given up after the stall timeout: its queued work is
+    cancelled, it is interrupted, its images go to the others, and the run completes."""
+    import ipyparallel as ipp
+
+    stuck = four[2]
+    other = ipp.Client(str(cluster.client_connection_file))
+    try:
+        endless = other[stuck.engine_id].apply_async(time.sleep, 600)
+        time.sleep(0.5)  # the endless task is running before the run starts
+        out = tmp_path / "out"
+        started = time.monotonic()
+        result = distribute(
+            four,
+            inputs[:120],
+            out_dir=out,
+            manifest=tmp_path / "manifest.json",
+            transport=transport,
+            stall_timeout_s=3,
+        )
+        elapsed = time.monotonic() - started
+        assert result.ok, result.summary()
+        assert result.hung_workers == [stuck.name]
+        assert result.lost_workers == [stuck.name]
+        assert stuck.name not in result.per_worker()
+        assert f"Of them, stopped answering and given up: {stuck.name}" in result.summary()
+        assert elapsed < 30
+        assert_complete(result, inputs[:120], out, tmp_path / "manifest.json")
+        # it was interrupted: the endless task ends with KeyboardInterrupt, the engine is free
+        with pytest.raises(ipp.RemoteError, match="KeyboardInterrupt"):
+            endless.get(timeout=30)
+        assert cluster.submit(stuck, "identity").result(timeout=30).pid == stuck.pid
+    finally:
+        other.close()

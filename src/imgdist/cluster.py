@@ -486,6 +486,18 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self._client.purge_local_results(jobs=[future])
 
+    def abandon(self, worker: Worker, futures: list[cf.Future]) -> None:
+        """Give up on `worker`'s `futures`: the queued ones are aborted, the running one is
+        interrupted (SIGINT through the engine's nanny). Best effort: a worker that does not
+        answer at all is beyond reach."""
+        with contextlib.suppress(Exception):
+            self._client.abort(jobs=futures, targets=[worker.engine_id], block=False)
+        with contextlib.suppress(Exception):
+            self._client.send_signal("SIGINT", targets=[worker.engine_id], block=False)
+        for future in futures:
+            with contextlib.suppress(Exception):
+                self._client.purge_local_results(jobs=[future])
+
     def all_see(self, workers: list[Worker], folder: Path) -> bool:
         """Whether every worker reads this process's files in `folder` (a shared file system).
 

@@ -15,7 +15,7 @@ from imgdist.codec import DEFAULT_MAX_PIXELS, decode, read_file
 from imgdist.errors import ImgdistError, ParameterError
 from imgdist.files import FolderLock, OutputPlan, finished_entries, write_manifest
 from imgdist.results import Progress, RunResult
-from imgdist.schedules import BatchRun, ClaimRun
+from imgdist.schedules import ALLOWED_DEATHS, BatchRun, ClaimRun
 from imgdist.transports import check_transport
 
 SCHEDULES = ("round-robin", "balanced")
@@ -48,6 +48,7 @@ def distribute(
     on_progress: Callable[[Progress], None] | None = None,
     resume: bool = False,
     input_roots: Sequence[str | Path] = (),
+    allowed_deaths: int = ALLOWED_DEATHS,
 ) -> RunResult:
     """Process `images` on `workers`; outputs go to `out_dir` (default: beside each source).
 
@@ -57,12 +58,17 @@ def distribute(
     processed image and its worker, even when the run stops early; with `resume` too, images
     whose output that manifest lists and that still decodes are kept, not processed again.
     `input_roots` are the folders the images were found in: each output keeps its image's
-    sub-folder under its root, inside `out_dir`.
+    sub-folder under its root, inside `out_dir`. Images a worker held when it died (or stopped
+    answering for `stall_timeout_s`) are retried alone; one that `allowed_deaths` workers were
+    lost with fails, named, instead of being tried again.
     """
     check_transport(transport)
     check_schedule(schedule)
     if not workers:
         msg = "no workers given; connect at least one worker (see the worker list) and try again."
+        raise ParameterError(msg)
+    if allowed_deaths < 1:
+        msg = f"allowed_deaths = {allowed_deaths}; give how many workers an image may take down before it is given up, at least 1."
         raise ParameterError(msg)
     if resume and manifest is None:
         msg = (
@@ -88,6 +94,7 @@ def distribute(
         "on_progress": on_progress,
         "manifest": Path(manifest) if manifest is not None else None,
         "previous": previous,
+        "allowed_deaths": allowed_deaths,
     }
     args = (cluster, list(workers), iter(images), plan, result)
     if transport == "path" and schedule == "balanced":

@@ -38,6 +38,7 @@ class RunResult:
     processed: list[ManifestEntry] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     lost_workers: list[str] = field(default_factory=list)
+    hung_workers: list[str] = field(default_factory=list)  # lost because they stopped answering
     redone: list[Path] = field(default_factory=list)
     rejoined: list[str] = field(default_factory=list)
     resumed: int = 0
@@ -76,6 +77,11 @@ class RunResult:
             lines.append(
                 f"Workers lost during the run: {', '.join(self.lost_workers)}; "
                 f"{len(self.redone)} images redone on the others."
+            )
+        if self.hung_workers:
+            lines.append(
+                f"Of them, stopped answering and given up: {', '.join(self.hung_workers)} "
+                "(their queued work was cancelled)."
             )
         if self.rejoined:
             lines.append(f"Workers that came back and rejoined: {', '.join(self.rejoined)}.")

@@ -8,7 +8,12 @@
   of names in one message and claims images one by one from a counter on the shared disk,
   so there is one message per worker per window and perfect balance.
 
-Both resubmit the work of a worker that dies to the workers still alive.
+Both resubmit the work of a worker that dies, or that stops making progress for the stall
+timeout while still answering heartbeats (its queued work is aborted and it is interrupted),
+to the workers still alive. Such images are retried one at a time, each alone on a worker
+that holds nothing else, so one file that kills or hangs its worker (a decoder crash, an
+out-of-memory kill) is found: after `allowed_deaths` workers were lost with it, it fails alone,
+named, instead of walking through the cluster (Dask's `allowed-failures`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ MAX_BATCH = 16  # bounds the bytes in flight: 2 x workers x 16 images
 # 32 portraits take 185 ms instead of 154 ms with batches of 4 (measured side by side).
 MIN_BATCH = 4
 CLAIM_WINDOW = 1024
+ALLOWED_DEATHS = 2  # workers an image may take down with it before it is given up
 PROGRESS_POLL_S = 0.25
 MANIFEST_CHECKPOINT_S = 2.0
 CONTROLLER_CHECK_S = 2.0
@@ -60,6 +66,7 @@ class _Run:
         on_progress: Callable[[Progress], None] | None,
         manifest: Path | None = None,
         previous: dict[Path, ManifestEntry] | None = None,
+        allowed_deaths: int = ALLOWED_DEATHS,
     ) -> None:
         self.cluster = cluster
         self.live = list(workers)
@@ -72,25 +79,27 @@ class _Run:
         self.on_progress = on_progress
         self.manifest = manifest
         self.previous = previous or {}
-        self.retry: deque[Item] = deque()
+        self.allowed_deaths = allowed_deaths
+        # images a lost worker held: each is retried alone, on a worker holding nothing else
+        self.suspects: deque[Item] = deque()
+        self.deaths: dict[int, list[str]] = {}  # image index -> workers lost while holding it
         self.taken = 0
         self.order: dict[Path, int] = {}
         self.per_worker: dict[str, int] = {}
         self.last_checkpoint = time.monotonic()
         self.seen_ids = set(cluster.engine_ids)
         self.last_rejoin_check = 0.0
+        self.last_controller_check = time.monotonic()
         # the timeline's zero, on this process's clock and on the wall clock (engines report in it)
         self.started = time.perf_counter()
         self.started_wall = time.time()
 
     def take(self, n: int) -> list[Item]:
-        """Up to `n` items: retried ones first, then new ones read lazily from the input.
+        """Up to `n` new items, read lazily from the input.
 
         Inputs whose output a previous run finished (when resuming) are kept, not sent.
         """
         items: list[Item] = []
-        while self.retry and len(items) < n:
-            items.append(self.retry.popleft())
         while len(items) < n:
             source = next(self.images, None)
             if source is None:
@@ -112,18 +121,30 @@ class _Run:
 
     def remaining(self) -> int | None:
         """Images not yet handed out, when the total is known."""
-        return None if self.total is None else len(self.retry) + self.total - self.taken
+        return None if self.total is None else len(self.suspects) + self.total - self.taken
 
     def lose(self, workers: list[Worker], items: list[Item]) -> None:
-        """`workers` died holding `items`: drop them and queue the items for the others."""
+        """`workers` died (or hung) holding `items`: drop them; each item is retried alone on the
+        others, or fails once `allowed_deaths` workers were lost with it."""
         for worker in workers:
             if worker in self.live:
                 self.live.remove(worker)
                 self.result.lost_workers.append(worker.name)
+        names = [w.name for w in workers]
         for item in items:
             remove_partial(item.output)
-        self.result.redone.extend(item.source for item in items)
-        self.retry.extendleft(reversed(items))
+            lost_with = self.deaths.setdefault(item.index, [])
+            lost_with.extend(names)
+            if len(lost_with) >= self.allowed_deaths:
+                self.fail(
+                    item,
+                    f"{item.source}: {len(lost_with)} workers were lost while processing it "
+                    f"({', '.join(lost_with)}), so it is not tried again; the file may crash "
+                    "or hang the decoder, or need more memory than a worker has.",
+                )
+                continue
+            self.result.redone.append(item.source)
+            self.suspects.append(item)
         if not self.live:
             msg = (
                 f"every worker was lost ({', '.join(self.result.lost_workers)}); "
@@ -209,6 +230,7 @@ class _Batch:
     worker: Worker
     items: list[Item]
     sent: float
+    alone: bool = False  # a suspect, sent alone: its worker gets nothing else meanwhile
 
 
 class BatchRun(_Run):
@@ -223,6 +245,7 @@ class BatchRun(_Run):
         self.batch_size = batch_size
         self.turn = 0
         self.in_flight: dict[cf.Future, _Batch] = {}
+        self.heard: dict[int, float] = {}  # engine id -> last answer, or send to an idle worker
 
     def _size(self) -> int:
         if self.schedule == "round-robin":
@@ -238,19 +261,31 @@ class BatchRun(_Run):
         return max(1, smallest, min(MAX_BATCH, guided))
 
     def _load(self, worker: Worker) -> int:
-        return sum(1 for batch in self.in_flight.values() if batch.worker is worker)
+        batches = [b for b in self.in_flight.values() if b.worker is worker]
+        return len(batches) + (BATCHES_IN_FLIGHT_PER_WORKER if any(b.alone for b in batches) else 0)
 
     def _next_worker(self) -> Worker | None:
+        candidates = self.live
+        if self.suspects and len(candidates) > 1:
+            # keep one worker from new work, so it drains and can take a suspect alone
+            reserved = min(candidates, key=self._load)
+            candidates = [w for w in candidates if w is not reserved]
         if self.schedule == "round-robin":
             if len(self.in_flight) >= SEED_IN_FLIGHT:
                 return None
-            return self.live[self.turn % len(self.live)]
-        worker = min(self.live, key=self._load)
+            worker = candidates[self.turn % len(candidates)]
+            return worker if self._load(worker) < BATCHES_IN_FLIGHT_PER_WORKER else None
+        worker = min(candidates, key=self._load)
         return worker if self._load(worker) < BATCHES_IN_FLIGHT_PER_WORKER else None
 
-    def _fill(self) -> None:
+    def _fill(self, *, new_work: bool = True) -> None:
         self.rejoin()
-        while self.live:
+        while self.live and self.suspects:
+            idle = next((w for w in self.live if self._load(w) == 0), None)
+            if idle is None:
+                break
+            self._send(idle, [self.suspects.popleft()], alone=True)
+        while new_work and self.live:
             worker = self._next_worker()
             if worker is None:
                 return
@@ -258,56 +293,84 @@ class BatchRun(_Run):
             if not items:
                 return
             self.turn += 1
-            metas, payloads, sendable = [], [], []
-            for item in items:
-                try:
-                    meta, payload = prepare(self.transport, item, max_pixels=self.max_pixels)
-                except ImgdistError as exc:
-                    self.fail(item, str(exc))
-                    continue
-                metas.append(meta)
-                payloads.append(payload)
-                sendable.append(item)
-            if sendable:
-                args = payloads if self.transport != "path" else []
-                future = self.cluster.submit(
-                    worker,
-                    "process_batch",
-                    self.transport,
-                    metas,
-                    *args,
-                    max_pixels=self.max_pixels,
-                )
-                self.in_flight[future] = _Batch(worker, sendable, time.perf_counter())
+            self._send(worker, items)
+
+    def _send(self, worker: Worker, items: list[Item], *, alone: bool = False) -> None:
+        metas, payloads, sendable = [], [], []
+        for item in items:
+            try:
+                meta, payload = prepare(self.transport, item, max_pixels=self.max_pixels)
+            except ImgdistError as exc:
+                self.fail(item, str(exc))
+                continue
+            metas.append(meta)
+            payloads.append(payload)
+            sendable.append(item)
+        if not sendable:
+            return
+        if self._load(worker) == 0:
+            self.heard[worker.engine_id] = time.monotonic()
+        args = payloads if self.transport != "path" else []
+        future = self.cluster.submit(
+            worker, "process_batch", self.transport, metas, *args, max_pixels=self.max_pixels
+        )
+        self.in_flight[future] = _Batch(worker, sendable, time.perf_counter(), alone)
 
     def execute(self) -> None:
         """Run until every input is processed or failed."""
         self._fill()
-        last_answer = time.monotonic()
-        while self.in_flight:
+        self._wait(new_work=True)
+
+    def _wait(self, *, new_work: bool) -> None:
+        """Collect answers until nothing is in flight, sending more (new images when
+        `new_work`, else only lost workers' images) as workers free up."""
+        while self.in_flight or (self.suspects and self.live):
+            if not self.in_flight:
+                self._fill(new_work=new_work)
+                continue
             finished, _ = cf.wait(
-                list(self.in_flight), timeout=CONTROLLER_CHECK_S, return_when=cf.FIRST_COMPLETED
+                list(self.in_flight), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
             )
             if not finished:
-                self.check_controller()
-                if time.monotonic() - last_answer > self.stall_timeout_s:
-                    raise self.stalled([b.worker for b in self.in_flight.values()])
+                self._give_up_on_hung_workers()
+                if time.monotonic() - self.last_controller_check > CONTROLLER_CHECK_S:
+                    self.check_controller()
+                    self.last_controller_check = time.monotonic()
                 continue
-            last_answer = time.monotonic()
             answered = [(future, self.in_flight.pop(future)) for future in finished]
             # new work goes out before the main writes these results, so workers never wait on it
-            self._fill()
+            self._fill(new_work=new_work)
             for future, batch in answered:
                 self._answer(future, batch)
             # a lost worker's images go out again now, even if nothing else is in flight
-            if self.retry:
-                self._fill()
+            if self.suspects:
+                self._fill(new_work=new_work)
+
+    def _give_up_on_hung_workers(self) -> None:
+        """A worker that holds work but has answered nothing for the stall timeout is given up:
+        its queued work is aborted, it is interrupted, and its images go to the others."""
+        now = time.monotonic()
+        holding = {b.worker.engine_id: b.worker for b in self.in_flight.values()}
+        hung = {
+            engine_id: worker
+            for engine_id, worker in holding.items()
+            if now - self.heard.get(engine_id, now) > self.stall_timeout_s
+        }
+        if hung and len(hung) == len(self.live):  # nobody answers: the run cannot go on
+            raise self.stalled(list(hung.values()))
+        for worker in hung.values():
+            futures = [f for f, b in self.in_flight.items() if b.worker is worker]
+            items = [item for f in futures for item in self.in_flight.pop(f).items]
+            self.cluster.abandon(worker, futures)
+            self.result.hung_workers.append(worker.name)
+            self.lose([worker], items)
 
     def _answer(self, future: cf.Future, batch: _Batch) -> None:
         answer = self.collect(future, batch.worker)
         if answer is None:
             self.lose([batch.worker], batch.items)
             return
+        self.heard[batch.worker.engine_id] = time.monotonic()
         worker_name, errors, out_metas, *out_payloads = answer
         # ipyparallel's futures sit in reference cycles until a full garbage collection; the
         # answer list is shared with them, so emptying it frees the payloads now.
@@ -333,13 +396,23 @@ class BatchRun(_Run):
             out_payloads[position] = b""
 
 
-class ClaimRun(_Run):
-    """`path` + `balanced`: each window of names goes to every worker, which claim images on disk."""
+class ClaimRun(BatchRun):
+    """`path` + `balanced`: each window of names goes to every worker, which claim images on disk.
+
+    Images of lost workers are retried one at a time between windows, as batches of one.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, transport="path", schedule="balanced", batch_size=1, **kwargs)
 
     def execute(self) -> None:
         """Run window after window until every input is processed or failed."""
         while self.live:
             self.rejoin()
+            if self.suspects:
+                self._fill(new_work=False)
+                self._wait(new_work=False)
+                continue
             window = self.take(CLAIM_WINDOW)
             if not window:
                 return
@@ -366,8 +439,12 @@ class ClaimRun(_Run):
         }
         answered: set[int] = set()
         lost: list[Worker] = []
+        heard_from = 0
         before = len(self.result.processed) + len(self.result.failed)
-        last_answer = last_poll = time.monotonic()
+        claimed = 0
+        # progress is a claim made or a worker's answer: a worker still silent when the others
+        # have answered and nothing was claimed for the stall timeout has hung
+        last_progress = last_poll = time.monotonic()
         while futures:
             finished, _ = cf.wait(
                 list(futures), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
@@ -376,17 +453,27 @@ class ClaimRun(_Run):
                 if time.monotonic() - last_poll > CONTROLLER_CHECK_S:
                     self.check_controller()
                     last_poll = time.monotonic()
-                if time.monotonic() - last_answer > self.stall_timeout_s:
-                    raise self.stalled(list(futures.values()))
-                self.progress(before + min(len(items), read_counter(counter)))
+                now_claimed = read_counter(counter)
+                if now_claimed != claimed:
+                    claimed, last_progress = now_claimed, time.monotonic()
+                if time.monotonic() - last_progress > self.stall_timeout_s:
+                    if not heard_from:  # nobody answered at all: the run cannot go on
+                        raise self.stalled(list(futures.values()))
+                    for future, worker in futures.items():
+                        self.cluster.abandon(worker, [future])
+                        self.result.hung_workers.append(worker.name)
+                        lost.append(worker)
+                    break
+                self.progress(before + min(len(items), claimed))
                 continue
-            last_answer = time.monotonic()
+            last_progress = time.monotonic()
             for future in finished:
                 worker = futures.pop(future)
                 answer = self.collect(future, worker)
                 if answer is None:
                     lost.append(worker)
                     continue
+                heard_from += 1
                 worker_name, done, errors, times = answer
                 for start, end in times:
                     self.span(worker_name, start - self.started_wall, end - self.started_wall, 1)
