@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import zstandard
 
 from imgdist.image import (
     Wire,
@@ -114,3 +115,15 @@ def test_pack_any_values(shape):
     """Any 8-bit values survive packing, however few are 0 or 255."""
     image = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
     assert np.array_equal(unpack_mostly_binary(pack_mostly_binary(image), shape), image)
+
+
+def test_a_packed_result_is_unpacked_only_within_bounds(portrait_pixels):
+    """A result whose shape or size does not add up is refused, never decompressed unbounded."""
+    out = threshold_and_label(portrait_pixels, "w@h")
+    packed = pack_mostly_binary(out)
+    with pytest.raises(ValueError, match="out of bounds"):
+        unpack_mostly_binary(packed, out.shape, max_values=out.size - 1)
+    with pytest.raises(ValueError, match="out of bounds"):
+        unpack_mostly_binary(packed, (10**6, 10**6, 3))
+    with pytest.raises((ValueError, zstandard.ZstdError)):
+        unpack_mostly_binary(packed, (out.shape[0] // 2, out.shape[1], 3))  # a lying shape
