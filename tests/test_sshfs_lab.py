@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from imgdist.engine import file_digest
+
 from .conftest import REPO
 from .netns import namespaces_usable
 from .sshfs_lab import DEFAULT_CACHE, PYTHON, SharedDiskLab, binaries_missing, mounts_under
@@ -344,32 +346,28 @@ def test_listing_is_fresh_only_without_sshfs_caches(lab, folder, tmp_path):
         assert listings(cached, cached.share) == [[[], [], True]] * 2
 
 
-def test_imgdist_claim_counter_double_claims_over_sshfs(lab, folder):
-    """Two workers take positions from one counter file with imgdist's engine.claim_next, as the
-    `path` transport's engines do: over sshfs many positions are taken twice, and a few now and
-    then by neither (flock is per mount, and pread reads each mount's own page cache). A known
-    defect, asserted as observed: when claim_next is made safe on such disks, this test fails and
-    is to be turned around."""
-    (folder / "counter").write_bytes(bytes(8))
+def test_imgdist_claims_are_exact_over_sshfs(lab, folder):
+    """Two workers claim 300 chunks with imgdist's engine.claim (a file created exclusively per
+    chunk), as the `path` transport's engines do: over sshfs every chunk is taken exactly once.
+    (The counter under flock it replaced gave 143-300 of 300 positions to both workers here.)"""
+    (folder / "claims").mkdir()
     code = (
-        "import json, os, sys, time\nfrom imgdist.engine import claim_next\n"
+        "import json, os, sys, time\nfrom imgdist.engine import claim\n"
         "folder, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
         + WAIT_FOR_SIGNAL
         + """
 open(os.path.join(folder, "ready-" + me), "w").close()
 wait_for_signal("go")
-taken = []
-with open(os.path.join(folder, "counter"), "r+b") as counter:
-    while (position := claim_next(counter.fileno())) < count:
-        taken.append(position)
+taken = [n for n in range(count) if claim(os.path.join(folder, "claims"), n, me)]
 print(json.dumps(taken))
 """
     )
     first, second = on_both(lab, folder, code, "300", signal="go")
-    twice = [p for p, n in collections.Counter(first + second).items() if n > 1]
-    never = set(range(300)) - set(first + second)
-    assert twice  # the defect: positions taken by both workers
-    print(f"claim_next over sshfs: {len(twice)} of 300 positions taken twice, {len(never)} never")
+    assert sorted(first + second) == list(range(300))  # each once: none twice, none lost
+    assert first  # both really raced for them
+    assert second
+    owners = {int(p.name): p.read_text() for p in (folder / "claims").iterdir()}
+    assert sorted(owners) == list(range(300))
 
 
 def test_private_folder_hidden_from_workers(lab):
@@ -392,19 +390,28 @@ def test_private_folder_hidden_from_workers(lab):
 
 def test_imgdist_runs_in_a_worker_host(lab, folder):
     """The project's Python in a worker host imports imgdist (from this work tree) and reads the
-    shared file; imgdist's own probe (engine.sees) finds the main's token: engines can run there."""
-    token_file = folder / "token"
+    shared file; imgdist's own shared-disk check (engine.check_shared) passes there for the
+    share, and names what is wrong for the main's private folder: engines can run there."""
+    token_file = folder / ".imgdist-probe-token-1234"
     token_file.write_text("token-1234")
+    shared = folder / "photo.bin"
+    shared.write_bytes(b"same bytes on every host")
+    secret = lab.private / "photo.bin"
+    secret.write_bytes(b"the main's own")
     code = (
-        "import json, socket, sys, imgdist\nfrom imgdist.engine import sees\n"
-        "print(json.dumps([imgdist.__file__, socket.gethostname(), open(sys.argv[1]).read(),"
-        " sees(sys.argv[1], 'token-1234')]))"
+        "import json, os, socket, sys, imgdist\nfrom imgdist.engine import check_shared, file_digest\n"
+        "folder, shared, secret, size, digest = sys.argv[1:6]\n"
+        "print(json.dumps([imgdist.__file__, socket.gethostname(),"
+        " check_shared([(shared, int(size), digest)], folder, 'token-1234'),"
+        " check_shared([(secret, int(size), digest)], folder, 'token-1234')]))"
     )
-    done = lab.python("h2", code, str(token_file))
+    size, digest = str(shared.stat().st_size), file_digest(str(shared))
+    done = lab.python("h2", code, str(folder), str(shared), str(secret), size, digest)
     assert done.returncode == 0, done.stderr
-    module, hostname, text, sees = json.loads(done.stdout)
+    module, hostname, fine, problems = json.loads(done.stdout)
     assert Path(module).is_relative_to(REPO / "src")
-    assert (hostname, text, sees) == ("h2host", "token-1234", True)
+    assert (hostname, fine) == ("h2host", [])
+    assert problems == [f"{secret} cannot be read here (No such file or directory)"]
 
 
 def test_lab_leaves_nothing_behind(tmp_path):

@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
@@ -146,7 +145,8 @@ class Cluster:
         self._client = client
         self._local = local
         self._views: dict[int, ipp.DirectView] = {}
-        self._sees: dict[tuple[int, str], bool] = {}
+        # the shared-disk check's answers, per (engine id, folders): '' or what is wrong
+        self.shared_answers: dict[tuple[int, str], str] = {}
         self._software_of: dict[int, Software] = {}
         self._stopped = False
         self._launcher = LAUNCHERS["local"]
@@ -498,27 +498,12 @@ class Cluster:
             with contextlib.suppress(Exception):
                 self._client.purge_local_results(jobs=[future])
 
-    def all_see(self, workers: list[Worker], folder: Path) -> bool:
-        """Whether every worker reads this process's files in `folder` (a shared file system).
-
-        Workers not asked before read a probe file written there; the answer is remembered per
-        engine and folder, so repeated runs neither ask again nor write the probe.
-        """
-        key = str(folder)
-        unknown = [w for w in workers if (w.engine_id, key) not in self._sees]
-        if unknown:
-            token = uuid.uuid4().hex
-            probe = Path(folder) / f".imgdist-probe-{token}"
-            probe.write_text(token)
-            try:
-                futures = {w: self.submit(w, "sees", str(probe), token) for w in unknown}
-                cf.wait(list(futures.values()), timeout=DEFAULT_ANSWER_TIMEOUT_S)
-            finally:
-                probe.unlink(missing_ok=True)
-            for worker, future in futures.items():
-                seen = future.done() and future.exception() is None and future.result(timeout=0)
-                self._sees[(worker.engine_id, key)] = bool(seen)
-        return all(self._sees[(w.engine_id, key)] for w in workers)
+    def published(self, future: cf.Future) -> dict:
+        """What the task behind `future` has published so far (keys add up), while it runs."""
+        try:
+            return dict(future.metadata["data"])  # one C-level copy: the IO thread adds to it
+        except (AttributeError, KeyError, TypeError):
+            return {}
 
     def controller_address(self) -> tuple[str, int]:
         """(host, port) of the controller's registration socket."""

@@ -6,6 +6,7 @@ ends up with `<name>_processed<ext>` files and, optionally, a manifest of who di
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from imgdist.codec import DEFAULT_MAX_PIXELS, decode, read_file
 from imgdist.errors import ImgdistError, ParameterError
 from imgdist.files import FolderLock, OutputPlan, finished_entries, write_manifest
 from imgdist.results import Progress, RunResult
+from imgdist.routes import NOT_SHARED, Route, input_samples, plan_routes
 from imgdist.schedules import ALLOWED_DEATHS, BatchRun, ClaimRun
 from imgdist.transports import check_transport
 
@@ -23,7 +25,7 @@ DEFAULT_TRANSPORT = "auto"
 DEFAULT_SCHEDULE = "balanced"
 DEFAULT_STALL_TIMEOUT_S = 120.0
 
-__all__ = ["SCHEDULES", "Progress", "RunResult", "check_schedule", "distribute", "pick_transport"]
+__all__ = ["SCHEDULES", "Progress", "RunResult", "check_schedule", "distribute"]
 
 
 def check_schedule(schedule: str) -> str:
@@ -82,9 +84,13 @@ def distribute(
     plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs, input_roots)
     cluster = workers[0].cluster
     if transport == "auto":
-        probe_dir = plan.out_dir or _first_folder(images)
-        transport = pick_transport(cluster, workers, probe_dir)
+        images, routes = _auto_routes(cluster, workers, images, plan)
+    else:
+        routes = {w.engine_id: Route(transport) for w in workers}
+    kinds = sorted({route.transport for route in routes.values()})
+    transport = kinds[0] if len(kinds) == 1 else "mixed"
     result = RunResult(transport, schedule)
+    result.routes = {w.name: str(routes[w.engine_id]) for w in workers}
     previous = finished_entries(Path(manifest), _decodes) if resume else {}
     plan.reserve(entry.output for entry in previous.values())
     common = {
@@ -101,7 +107,12 @@ def distribute(
         run = ClaimRun(*args, **common)
     else:
         run = BatchRun(
-            *args, transport=transport, schedule=schedule, batch_size=batch_size, **common
+            *args,
+            transport=NOT_SHARED if transport == "mixed" else transport,
+            schedule=schedule,
+            batch_size=batch_size,
+            routes={eid: route.transport for eid, route in routes.items()},
+            **common,
         )
     started = time.perf_counter()
     folders = [f for f in (plan.out_dir, Path(manifest).parent if manifest else None) if f]
@@ -124,22 +135,19 @@ def _decodes(path: Path) -> bool:
     return True
 
 
-def _first_folder(images: Sequence | Iterable) -> Path | None:
-    if isinstance(images, Sequence) and images:
-        return Path(images[0]).resolve().parent
-    return None
-
-
-def pick_transport(cluster: Cluster, workers: Sequence[Worker], folder: Path | None) -> str:
-    """`path` when every worker reads the main's files in `folder` (a shared disk), else `compact`.
-
-    On one machine, `path` sends only names, so the main process is not the bottleneck; across
-    machines without a shared disk the file bytes have to travel, and `compact` brings results
-    back in about a sixth of the bytes of their JPEGs.
-    """
-    if folder is None:
-        return "compact"
-    try:
-        return "path" if cluster.all_see(list(workers), Path(folder)) else "compact"
-    except OSError:  # the probe cannot be written there: no shared disk to rely on
-        return "compact"
+def _auto_routes(
+    cluster: Cluster, workers: Sequence[Worker], images: Iterable, plan: OutputPlan
+) -> tuple[Iterable, dict[int, Route]]:
+    """`auto`: each worker's route, checked against one input per input folder (the first input
+    only, for inputs that stream) and the output folder. Returns the images (unchanged, or the
+    stream with its first item put back) and the routes."""
+    if isinstance(images, Sequence):
+        samples = input_samples(images)
+    else:
+        first = next(iter(images), None)
+        images = itertools.chain([first], images) if first is not None else iter(())
+        samples = input_samples([first]) if first is not None else []
+    out_folder = plan.out_dir or (str(Path(samples[0][0]).parent) if samples else None)
+    if out_folder is None:
+        return images, {w.engine_id: Route(NOT_SHARED, "no folder to check") for w in workers}
+    return images, plan_routes(cluster, workers, samples, Path(out_folder))

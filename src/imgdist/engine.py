@@ -6,7 +6,7 @@ worker machines need the same imgdist installed.
 
 from __future__ import annotations
 
-import fcntl
+import hashlib
 import os
 import platform
 import socket
@@ -117,64 +117,162 @@ def process_file(
 
 
 def process_claimed(
-    items: list[tuple[int, str, str]],
-    counter_path: str,
+    chunks: list[list[tuple[int, str, str]]],
+    claims_dir: str,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list:
-    """Process the images this engine claims, on a file system shared with the main.
+    """Process the chunks of images this engine claims, on a file system shared with the main.
 
-    All engines get the same list and claim the next image by incrementing a counter in the
-    file `counter_path` under an exclusive lock, so the images are shared out with one message
-    per engine and a slow engine simply claims fewer. (A counter, not a file per claim: file
-    creation costs ~130 us on the project's disk, the counter ~5 us.) Returns
-    `[worker, done, errors, times]`, `times` holding each processed image's (start, end) on
-    this machine's clock (`time.time()`), for the run's timeline.
+    Every engine gets the same chunks and claims chunk k by creating the file `claims_dir/k`
+    exclusively (`O_CREAT | O_EXCL`, atomic on NFS, SMB and sshfs, where `flock` may not be
+    shared between machines), so each chunk is processed by one engine and a slow engine simply
+    claims fewer. Claims and finished images are published to the main as they happen (at most
+    every `REPORT_EVERY_S`), so it sees progress, checkpoints the manifest and notices a stuck
+    engine. Returns `[worker, done, errors, times]` for everything this engine processed.
     """
     tune_for_images()
-    worker = worker_name()
-    done: list[int] = []
-    errors: dict[int, str] = {}
-    times: list[tuple[float, float]] = []
-    with Path(counter_path).open("r+b") as counter:
-        while (position := claim_next(counter.fileno())) < len(items):
-            index, source, output = items[position]
+    report = _Reporter(worker_name())
+    for chunk_number, chunk in enumerate(chunks):
+        if not claim(claims_dir, chunk_number, report.worker):
+            continue
+        report.claimed(chunk_number)
+        for index, source, output in chunk:
             started = time.time()
             try:
-                process_file(source, output, worker, max_pixels=max_pixels)
+                process_file(source, output, report.worker, max_pixels=max_pixels)
             except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
-                errors[index] = str(exc) or type(exc).__name__
+                report.failed(index, str(exc) or type(exc).__name__)
                 continue
-            done.append(index)
-            times.append((started, time.time()))
-    return [worker, done, errors, times]
+            report.finished(index, started, time.time())
+    report.publish(force=True)
+    return [report.worker, report.done, report.errors, report.times]
 
 
-def claim_next(fd: int) -> int:
-    """Atomically take the next position from the 8-byte counter file `fd`."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
+REPORT_EVERY_S = 0.2
+
+
+class _Reporter:
+    """What an engine has done in `process_claimed`, published to the main bit by bit."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        self.done: list[int] = []
+        self.errors: dict[int, str] = {}
+        self.times: list[tuple[float, float]] = []
+        self.claims: list[int] = []
+        self.sent = 0  # how many of `done`, `errors` and `claims` were published
+        self.sent_errors = 0
+        self.sent_claims = 0
+        self.last = time.monotonic()
+        self.number = 0
+
+    def claimed(self, chunk_number: int) -> None:
+        self.claims.append(chunk_number)
+        self.publish()
+
+    def finished(self, index: int, started: float, ended: float) -> None:
+        self.done.append(index)
+        self.times.append((started, ended))
+        self.publish()
+
+    def failed(self, index: int, reason: str) -> None:
+        self.errors[index] = reason
+        self.publish()
+
+    def publish(self, *, force: bool = False) -> None:
+        """Send what is new since the last report, if `REPORT_EVERY_S` has passed (or `force`)."""
+        if not force and time.monotonic() - self.last < REPORT_EVERY_S:
+            return
+        errors = list(self.errors.items())
+        news = {
+            "claims": self.claims[self.sent_claims :],
+            "done": list(zip(self.done[self.sent :], self.times[self.sent :], strict=True)),
+            "errors": errors[self.sent_errors :],
+        }
+        if not any(news.values()):
+            return
+        self.number += 1
+        _publish({f"report-{self.number}": (self.worker, news)})
+        self.sent, self.sent_errors, self.sent_claims = (
+            len(self.done),
+            len(errors),
+            len(self.claims),
+        )
+        self.last = time.monotonic()
+
+
+def _publish(data: dict) -> None:
+    # ipyparallel's data channel: messages go to the main while the task runs (keys add up in
+    # the task's result metadata there); outside an engine (tests calling directly) nothing is sent
     try:
-        position = int.from_bytes(os.pread(fd, 8, 0) or b"\0", "little")
-        os.pwrite(fd, (position + 1).to_bytes(8, "little"), 0)
-    finally:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    return position
+        from ipyparallel.datapub import publish_data
+
+        publish_data(data)
+    except (ImportError, AttributeError):
+        pass
 
 
-def read_counter(path: Path) -> int:
-    """How many positions have been claimed from the counter file at `path`."""
+def claim(claims_dir: str, chunk_number: int, worker: str) -> bool:
+    """Take chunk `chunk_number` by creating `claims_dir/<chunk_number>` exclusively; False if
+    another engine has it."""
+    path = Path(claims_dir, str(chunk_number))
     try:
-        return int.from_bytes(Path(path).read_bytes()[:8] or b"\0", "little")
-    except OSError:
-        return 0
-
-
-def sees(path: str, token: str) -> bool:
-    """Whether this engine reads `token` in `path`: it shares the main's file system."""
-    try:
-        return Path(path).read_text() == token
-    except OSError:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
         return False
+    except PermissionError:
+        # sshfs answers some lost O_EXCL races with EPERM instead of EEXIST
+        if path.is_symlink() or path.exists():
+            return False
+        raise
+    with os.fdopen(fd, "w") as handle:
+        handle.write(worker)
+    return True
+
+
+def check_shared(samples: list[tuple[str, int, str]], out_dir: str, token: str) -> list[str]:
+    """What keeps this engine from using the main's files at the same paths, or [] if nothing.
+
+    `samples` are (path, size, digest) of one input per input folder, as the main sees them:
+    each must be readable here with the same size and digest (not merely exist: lab PCs set up
+    alike may hold a different file at the same path). The output folder must hold the main's
+    probe file `.imgdist-probe-<token>` and take an atomic rename.
+    """
+    problems = []
+    for path, size, digest in samples:
+        try:
+            if Path(path).stat().st_size != size or file_digest(path) != digest:
+                problems.append(f"{path} is another file here")
+        except OSError as exc:
+            problems.append(f"{path} cannot be read here ({exc.strerror})")
+    probe = Path(out_dir, f".imgdist-probe-{token}")
+    try:
+        same_folder = probe.read_text() == token
+    except OSError:
+        same_folder = False
+    if not same_folder:
+        problems.append(f"{out_dir} is not the main's output folder here")
+        return problems
+    mine = probe.with_name(f"{probe.name}-{socket.gethostname()}-{os.getpid()}")
+    part = mine.with_name(mine.name + ".part")
+    try:
+        part.write_text(token)
+        part.replace(mine)
+        if mine.read_text() != token:
+            problems.append(f"{out_dir} does not keep what is written there")
+    except OSError as exc:
+        problems.append(f"{out_dir} cannot be written here ({exc.strerror})")
+    finally:
+        for leftover in (mine, part):
+            leftover.unlink(missing_ok=True)
+    return problems
+
+
+def file_digest(path: str, head: int = 1 << 16) -> str:
+    """A fingerprint of a file: SHA-256 of its first 64 KB."""
+    with open(path, "rb") as handle:  # noqa: PTH123 - a plain open, as on the hot path
+        return hashlib.sha256(handle.read(head)).hexdigest()
 
 
 _STEPS = {

@@ -249,11 +249,13 @@ class _Relative:
 
 @dataclass(frozen=True)
 class Item:
-    """One image of a run: its position in the input, its source and where its output goes."""
+    """One image of a run: its position in the input, its source (as given, and as an absolute
+    real path: what a worker on a shared disk is sent) and where its output goes."""
 
     index: int
     source: Path
     output: Path
+    real_source: str = ""
 
 
 class OutputPlan:
@@ -317,7 +319,7 @@ class OutputPlan:
             output = os.path.join(folder, f"{stem}_{counter}_processed{suffix}")
             counter += 1
         self._taken.add(output)
-        return Item(index, source, Path(output))
+        return Item(index, source, Path(output), real)
 
     def _out_folder(self, real_folder: str) -> str:
         """The output folder for inputs in `real_folder`, created the first time it is asked."""

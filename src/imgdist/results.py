@@ -44,6 +44,8 @@ class RunResult:
     resumed: int = 0
     elapsed_s: float = 0.0
     timeline: list[Span] = field(default_factory=list)
+    routes: dict[str, str] = field(default_factory=dict)  # worker -> transport (and why)
+    duplicates: list[tuple[Path, str]] = field(default_factory=list)  # ignored second reports
 
     @property
     def outputs(self) -> list[Path]:
@@ -72,6 +74,10 @@ class RunResult:
         ]
         if self.resumed:
             lines.append(f"  ({self.resumed} of them kept from the previous run: resumed)")
+        if len(set(self.routes.values())) > 1 or any("(" in r for r in self.routes.values()):
+            lines.append(
+                "Routes: " + "; ".join(f"{name}: {route}" for name, route in self.routes.items())
+            )
         lines += [f"  {name}: {count}" for name, count in sorted(self.per_worker().items())]
         if self.lost_workers:
             lines.append(
@@ -85,5 +91,10 @@ class RunResult:
             )
         if self.rejoined:
             lines.append(f"Workers that came back and rejoined: {', '.join(self.rejoined)}.")
+        if self.duplicates:
+            lines.append(
+                f"{len(self.duplicates)} images were reported twice; the first report was kept "
+                f"(e.g. {self.duplicates[0][0]} again from {self.duplicates[0][1]})."
+            )
         lines += [f"FAILED {source}: {reason}" for source, reason in self.failed]
         return "\n".join(lines)

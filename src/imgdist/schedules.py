@@ -19,7 +19,9 @@ named, instead of walking through the cluster (Dask's `allowed-failures`).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import math
+import shutil
 import time
 import uuid
 from collections import deque
@@ -28,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imgdist.cluster import Cluster, Worker
-from imgdist.engine import read_counter
 from imgdist.errors import ImgdistError, RunError, WorkerLostError
 from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial, write_manifest
 from imgdist.results import Progress, RunResult, Span
@@ -167,6 +168,9 @@ class _Run:
                 self.result.rejoined.append(worker.name)
 
     def succeed(self, item: Item, worker_name: str) -> None:
+        if item.output in self.order:  # first report wins: one output, one manifest entry
+            self.result.duplicates.append((item.source, worker_name))
+            return
         self.order[item.output] = item.index
         self.result.processed.append(ManifestEntry(item.source, item.output, worker_name))
         self.per_worker[worker_name] = self.per_worker.get(worker_name, 0) + 1
@@ -231,16 +235,24 @@ class _Batch:
     items: list[Item]
     sent: float
     alone: bool = False  # a suspect, sent alone: its worker gets nothing else meanwhile
+    transport: str = ""
 
 
 class BatchRun(_Run):
     """Batches that carry their images: round-robin (the Livebook's) or guided balanced."""
 
     def __init__(
-        self, *args, transport: str, schedule: str, batch_size: int | None, **kwargs
+        self,
+        *args,
+        transport: str,
+        schedule: str,
+        batch_size: int | None,
+        routes: dict[int, str] | None = None,
+        **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.transport = transport
+        self.routes = routes or {}  # engine id -> its transport, when workers differ
         self.schedule = schedule
         self.batch_size = batch_size
         self.turn = 0
@@ -296,10 +308,11 @@ class BatchRun(_Run):
             self._send(worker, items)
 
     def _send(self, worker: Worker, items: list[Item], *, alone: bool = False) -> None:
+        transport = self.routes.get(worker.engine_id, self.transport)
         metas, payloads, sendable = [], [], []
         for item in items:
             try:
-                meta, payload = prepare(self.transport, item, max_pixels=self.max_pixels)
+                meta, payload = prepare(transport, item, max_pixels=self.max_pixels)
             except ImgdistError as exc:
                 self.fail(item, str(exc))
                 continue
@@ -310,11 +323,11 @@ class BatchRun(_Run):
             return
         if self._load(worker) == 0:
             self.heard[worker.engine_id] = time.monotonic()
-        args = payloads if self.transport != "path" else []
+        args = payloads if transport != "path" else []
         future = self.cluster.submit(
-            worker, "process_batch", self.transport, metas, *args, max_pixels=self.max_pixels
+            worker, "process_batch", transport, metas, *args, max_pixels=self.max_pixels
         )
-        self.in_flight[future] = _Batch(worker, sendable, time.perf_counter(), alone)
+        self.in_flight[future] = _Batch(worker, sendable, time.perf_counter(), alone, transport)
 
     def execute(self) -> None:
         """Run until every input is processed or failed."""
@@ -383,7 +396,7 @@ class BatchRun(_Run):
                 continue
             try:
                 finish(
-                    self.transport,
+                    batch.transport,
                     item,
                     out_metas[position],
                     out_payloads[position],
@@ -397,7 +410,9 @@ class BatchRun(_Run):
 
 
 class ClaimRun(BatchRun):
-    """`path` + `balanced`: each window of names goes to every worker, which claim images on disk.
+    """`path` + `balanced`: each window of names goes to every worker, cut into chunks that the
+    workers claim with files created exclusively on the shared disk (correct where `flock` is
+    not shared between machines). Workers report claims and finished images as they go.
 
     Images of lost workers are retried one at a time between windows, as batches of one.
     """
@@ -419,70 +434,146 @@ class ClaimRun(BatchRun):
             self._window(window)
 
     def _window(self, items: list[Item]) -> None:
-        # the shared counter the workers claim positions from, beside the outputs
-        counter = items[0].output.parent / f".imgdist-claims-{uuid.uuid4().hex[:12]}"
-        counter.parent.mkdir(parents=True, exist_ok=True)
-        counter.write_bytes(bytes(8))
+        # the claims of this window: a folder beside the outputs, one file per claimed chunk
+        claims = Path(self.plan.out_dir or items[0].output.parent) / (
+            f".imgdist-claims-{uuid.uuid4().hex[:12]}"
+        )
+        claims.mkdir(parents=True)
         try:
-            self._share(items, counter)
+            _Window(self, items, claims).share()
         finally:
-            counter.unlink(missing_ok=True)
+            shutil.rmtree(claims, ignore_errors=True)
 
-    def _share(self, items: list[Item], counter: Path) -> None:
-        by_index = {item.index: item for item in items}
-        names = [(item.index, str(item.source), str(item.output)) for item in items]
+    def chunks(self, items: list[Item]) -> list[list[Item]]:
+        """The window cut into guided chunks: a share of what is left, at most MAX_BATCH, so
+        the workers' last chunks are small and they finish together."""
+        chunks, start = [], 0
+        while start < len(items):
+            size = max(1, min(MAX_BATCH, math.ceil((len(items) - start) / (4 * len(self.live)))))
+            chunks.append(items[start : start + size])
+            start += size
+        return chunks
+
+
+class _Window:
+    """One window of a ClaimRun: sent to every worker, followed through their reports."""
+
+    def __init__(self, run: ClaimRun, items: list[Item], claims: Path) -> None:
+        self.run = run
+        self.items = items
+        self.claims = claims
+        self.by_index = {item.index: item for item in items}
+        self.handled: dict[int, str] = {}  # image index -> the worker whose report counted
+        self.reports: dict[cf.Future, set[str]] = {}
+        self.chunks: list[list[Item]] = []
+        self.heard_any = False  # a report or an answer from any worker in this window
+
+    def share(self) -> None:
+        run = self.run
+        chunks = self.chunks = run.chunks(self.items)
+        names = [
+            [(item.index, item.real_source or str(item.source), str(item.output)) for item in chunk]
+            for chunk in chunks
+        ]
         futures = {
-            self.cluster.submit(
-                worker, "process_claimed", names, str(counter), max_pixels=self.max_pixels
+            run.cluster.submit(
+                worker, "process_claimed", names, str(self.claims), max_pixels=run.max_pixels
             ): worker
-            for worker in self.live
+            for worker in run.live
         }
-        answered: set[int] = set()
+        self.reports = {future: set() for future in futures}
+        now = time.monotonic()
+        heard = {worker.engine_id: now for worker in futures.values()}
         lost: list[Worker] = []
-        heard_from = 0
-        before = len(self.result.processed) + len(self.result.failed)
-        claimed = 0
-        # progress is a claim made or a worker's answer: a worker still silent when the others
-        # have answered and nothing was claimed for the stall timeout has hung
-        last_progress = last_poll = time.monotonic()
         while futures:
             finished, _ = cf.wait(
                 list(futures), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
             )
-            if not finished:
-                if time.monotonic() - last_poll > CONTROLLER_CHECK_S:
-                    self.check_controller()
-                    last_poll = time.monotonic()
-                now_claimed = read_counter(counter)
-                if now_claimed != claimed:
-                    claimed, last_progress = now_claimed, time.monotonic()
-                if time.monotonic() - last_progress > self.stall_timeout_s:
-                    if not heard_from:  # nobody answered at all: the run cannot go on
-                        raise self.stalled(list(futures.values()))
-                    for future, worker in futures.items():
-                        self.cluster.abandon(worker, [future])
-                        self.result.hung_workers.append(worker.name)
-                        lost.append(worker)
-                    break
-                self.progress(before + min(len(items), claimed))
-                continue
-            last_progress = time.monotonic()
+            for future, worker in futures.items():
+                if self._read_reports(future):
+                    heard[worker.engine_id] = time.monotonic()
+                    self.heard_any = True
             for future in finished:
                 worker = futures.pop(future)
-                answer = self.collect(future, worker)
+                self.heard_any = True
+                answer = run.collect(future, worker)
                 if answer is None:
                     lost.append(worker)
                     continue
-                heard_from += 1
                 worker_name, done, errors, times = answer
-                for start, end in times:
-                    self.span(worker_name, start - self.started_wall, end - self.started_wall, 1)
-                for index in done:
-                    self.succeed(by_index[index], worker_name)
-                for index, reason in errors.items():
-                    self.fail(by_index[index], reason)
-                answered.update(done)
-                answered.update(errors)
+                self._take(
+                    {"done": list(zip(done, times, strict=True)), "errors": list(errors.items())},
+                    worker_name,
+                )
+            if not finished:
+                if time.monotonic() - run.last_controller_check > CONTROLLER_CHECK_S:
+                    run.check_controller()
+                    run.last_controller_check = time.monotonic()
+                lost += self._hung(futures, heard)
+        self._settle(lost)
+
+    def _read_reports(self, future: cf.Future) -> bool:
+        """Handle what the task behind `future` published since last time; whether there was any."""
+        news = False
+        for key, (worker_name, report) in self.run.cluster.published(future).items():
+            if key not in self.reports[future]:
+                self.reports[future].add(key)
+                self._take(report, worker_name)
+                news = True
+        return news
+
+    def _take(self, report: dict, worker_name: str) -> None:
+        """A worker's report: images done or failed (first report wins; a second one is noted)."""
+        run = self.run
+        for index, (start, end) in report.get("done", []):
+            if self._first(index, worker_name):
+                run.span(worker_name, start - run.started_wall, end - run.started_wall, 1)
+                run.succeed(self.by_index[index], worker_name)
+        for index, reason in report.get("errors", []):
+            if self._first(index, worker_name):
+                run.fail(self.by_index[index], reason)
+
+    def _first(self, index: int, worker_name: str) -> bool:
+        earlier = self.handled.get(index)
+        if earlier is None:
+            self.handled[index] = worker_name
+            return True
+        if earlier != worker_name:
+            self.run.result.duplicates.append((self.by_index[index].source, worker_name))
+        return False
+
+    def _hung(self, futures: dict[cf.Future, Worker], heard: dict[int, float]) -> list[Worker]:
+        """Workers silent (no claim, no image, no answer) for the stall timeout are given up,
+        unless nobody at all has been heard from: then the run cannot go on."""
+        run = self.run
+        now = time.monotonic()
+        silent = {
+            f: w for f, w in futures.items() if now - heard[w.engine_id] > run.stall_timeout_s
+        }
+        if not silent:
+            return []
+        if not self.heard_any:
+            raise run.stalled(list(silent.values()))
+        for future, worker in silent.items():
+            futures.pop(future)
+            run.cluster.abandon(worker, [future])
+            run.result.hung_workers.append(worker.name)
+        return list(silent.values())
+
+    def _settle(self, lost: list[Worker]) -> None:
+        """Images claimed by lost workers and never reported go round again, one at a time."""
+        owners = {}
+        for entry in self.claims.iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    owners[int(entry.name)] = entry.read_text()
+        lost_names = {w.name for w in lost}
+        orphans: list[Item] = []
+        for number, chunk in enumerate(self.chunks):
+            unhandled = [item for item in chunk if item.index not in self.handled]
+            if unhandled and owners.get(number) in lost_names:
+                orphans += unhandled
+            elif unhandled:
+                self.run.suspects.extend(unhandled)  # never claimed, or its owner answered
         if lost:
-            # what a lost worker claimed but never reported goes round again
-            self.lose(lost, [item for item in items if item.index not in answered])
+            self.run.lose(lost, orphans)

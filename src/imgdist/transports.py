@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import zstandard
@@ -40,7 +41,8 @@ def prepare(
         return (item.source.name, wire.dtype, wire.shape), wire.data
     if transport in ("encoded", "compact"):
         return (str(item.source), item.output.suffix), read_file(item.source)
-    return (str(item.source), str(item.output)), b""
+    # absolute, resolved: a worker started in another folder reads the same file
+    return (item.real_source or os.path.realpath(item.source), str(item.output)), b""
 
 
 def save_image(output: Path, wire: Wire) -> Path:
