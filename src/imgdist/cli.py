@@ -12,7 +12,13 @@ from pathlib import Path
 
 from imgdist.benchsuite import ALL_CASES
 from imgdist.codec import DEFAULT_MAX_PIXELS
-from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, SCHEDULES, distribute
+from imgdist.distribute import (
+    DEFAULT_SCHEDULE,
+    DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_TRANSPORT,
+    SCHEDULES,
+    distribute,
+)
 from imgdist.errors import ImgdistError, ParameterError, RunError
 from imgdist.transports import TRANSPORTS
 
@@ -140,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--curve",
         action="store_true",
         help="encrypt and authenticate the cluster's traffic with CurveZMQ (or set IPP_ENABLE_CURVE=1)",
+    )
+    run.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=DEFAULT_STALL_TIMEOUT_S,
+        metavar="S",
+        help="give up a worker that holds work and shows no progress (no image claimed or "
+        f"finished) for S seconds; its images go to the others (default: {DEFAULT_STALL_TIMEOUT_S:g})",
     )
     run.add_argument(
         "--resume",
@@ -313,6 +327,7 @@ def _run_locked(args: argparse.Namespace, out: Path) -> int:
                 schedule=args.schedule,
                 resume=args.resume,
                 max_pixels=args.max_pixels,
+                stall_timeout_s=args.stall_timeout,
                 input_roots=[Path(root).expanduser() for root in roots],
                 on_progress=progress,
             )

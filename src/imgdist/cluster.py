@@ -470,7 +470,9 @@ class Cluster:
         return lost
 
     def outcome(self, future: cf.Future, worker: Worker):
-        """The value of a finished future; WorkerLostError if its engine died.
+        """The value of a finished future; WorkerLostError if its engine died, or if the task
+        failed as a whole (per-image errors are answers, so this is the worker's own trouble:
+        its shared disk went away, it ran out of memory outside an image, ...).
 
         The client's caches of the result are cleared, so a long run does not grow the main's memory.
         """
@@ -480,8 +482,9 @@ class Cluster:
         except ipp_error.RemoteError as exc:
             if exc.ename == "EngineError" or "died" in str(exc.evalue):
                 msg = f"worker {worker.name} (engine {worker.engine_id}, pid {worker.pid}) died while holding work"
-                raise WorkerLostError(msg) from None
-            raise
+            else:
+                msg = f"worker {worker.name} failed its task: {exc.ename}: {exc.evalue}"
+            raise WorkerLostError(msg) from None
         finally:
             with contextlib.suppress(Exception):
                 self._client.purge_local_results(jobs=[future])

@@ -69,6 +69,9 @@ def distribute(
     if not workers:
         msg = "no workers given; connect at least one worker (see the worker list) and try again."
         raise ParameterError(msg)
+    if not stall_timeout_s > 0:
+        msg = f"stall timeout = {stall_timeout_s!r} s; give how many seconds without progress make a worker given up, e.g. {DEFAULT_STALL_TIMEOUT_S:g}."
+        raise ParameterError(msg)
     if allowed_deaths < 1:
         msg = f"allowed_deaths = {allowed_deaths}; give how many workers an image may take down before it is given up, at least 1."
         raise ParameterError(msg)
