@@ -146,6 +146,7 @@ def test_a_mixed_cluster_gives_each_worker_its_route(lab):
     check_results(out, "--exact", "--expect-images", 60, "--expect-workers", 2)
 
 
+@pytest.mark.slow  # 30 s: writing and processing 36 Mpx photos
 def test_big_images_with_a_short_stall_timeout_finish(lab):
     """Twelve 36 Mpx photos on two workers with a 2 s stall timeout: each claimed and finished
     image is progress, so busy workers are never taken for stalled ones."""

@@ -5,7 +5,8 @@
 - `compact`: the file's bytes go out; the result comes back as one bit per value plus the few
   other values, ~19 KB instead of a 126 KB JPEG; main encodes and writes (for slow links).
 - `path`: a shared file system; only names cross the wire and engines read and write the files.
-- `auto` (default): `path` when every worker sees the output folder, else `compact`.
+- `auto` (default): per worker, `path` when it shares the main's disk (see `imgdist.routes`), else
+  `compact`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ TRANSPORTS = ("auto", "pixels", "encoded", "compact", "path")
 
 
 def check_transport(transport: str) -> str:
-    """`transport` if known, else a ParameterError listing the choices ('auto' picks one per run)."""
+    """`transport` if known, else a ParameterError listing the choices ('auto' picks one per worker)."""
     if transport not in TRANSPORTS:
         msg = f"transport {transport!r} is unknown; choose one of {', '.join(TRANSPORTS)}."
         raise ParameterError(msg)
