@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import time
 
 import cv2
@@ -13,11 +16,13 @@ import pytest
 from imgdist.cluster import Cluster
 from imgdist.distribute import distribute
 from imgdist.errors import ParameterError, RunError
-from imgdist.files import read_manifest
+from imgdist.files import OutputPlan, read_manifest
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
+from imgdist.results import RunResult
+from imgdist.schedules import BatchRun
 
-from .conftest import as_written, kill_engine
+from .conftest import as_written, check_results, kill_engine, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -229,3 +234,68 @@ def test_a_worker_that_hangs_but_answers_heartbeats(cluster, four, inputs, tmp_p
         assert cluster.submit(stuck, "identity").result(timeout=30).pid == stuck.pid
     finally:
         other.close()
+
+
+@pytest.mark.slow  # ~40 s: 300 photos of 3 Mpx, written and processed twice
+def test_a_main_killed_inside_a_claim_window_can_resume(cluster, four, tmp_path, portrait_path):
+    """The manifest is checkpointed as workers report images, inside a window of claims: a main
+    killed half-way through (one window, nothing answered yet) leaves a manifest of what was
+    done and a stale lock, and `--resume` keeps those and processes only the rest, each once."""
+    big = cv2.resize(cv2.imread(str(portrait_path)), (1600, 1875))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index in range(300):
+        cv2.imwrite(str(photos / f"p{index}.jpg"), big)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "imgdist", "run", "--connection"]
+    command += [str(cluster.client_connection_file), "--inputs", str(photos), "--out", str(out)]
+    main = subprocess.Popen([*command, "--transport", "path"], stdout=subprocess.DEVNULL)
+    try:
+        manifest = out / "manifest.json"
+        assert wait_until(
+            lambda: manifest.is_file() and len(json.loads(manifest.read_text())) >= 20,
+            timeout_s=120,
+            interval_s=0.05,
+        )
+        main.kill()
+        main.wait(10)
+    finally:
+        if main.poll() is None:
+            main.kill()
+    listed = len(json.loads(manifest.read_text()))
+    assert 20 <= listed < 300  # checkpointed mid-window, not at its end
+    assert (out / ".imgdist-run.lock").exists()  # left by the killed run: stale
+    again = subprocess.run(
+        [*command, "--resume"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    assert "300 images processed, 0 failed" in again.stdout
+    kept = int(again.stdout.split(" of them kept from the previous run")[0].rsplit("(", 1)[1])
+    assert kept >= listed
+    check_results(out, "--exact", "--expect-images", 300)
+
+
+def test_the_first_report_of_an_image_wins(cluster, four, inputs, tmp_path):
+    """An image reported twice (say, by a worker given up that answers after all) keeps its
+    first output and manifest entry; the summary says a second report came."""
+    result = RunResult("path", "balanced")
+    run = BatchRun(
+        cluster,
+        four,
+        iter(inputs[:1]),
+        OutputPlan(tmp_path, inputs[:1]),
+        result,
+        total=1,
+        stall_timeout_s=10,
+        max_pixels=10**7,
+        on_progress=None,
+        transport="path",
+        schedule="balanced",
+        batch_size=None,
+    )
+    (item,) = run.take(1)
+    run.succeed(item, four[0].name)
+    run.succeed(item, four[1].name)
+    assert [entry.worker for entry in result.processed] == [four[0].name]
+    assert result.duplicates == [(item.source, four[1].name)]
+    assert "1 images were reported twice; the first report was kept" in result.summary()

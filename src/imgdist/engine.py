@@ -6,6 +6,7 @@ worker machines need the same imgdist installed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
@@ -265,7 +266,8 @@ def check_shared(samples: list[tuple[str, int, str]], out_dir: str, token: str) 
         problems.append(f"{out_dir} cannot be written here ({exc.strerror})")
     finally:
         for leftover in (mine, part):
-            leftover.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # not there, or a read-only share
+                leftover.unlink()
     return problems
 
 
