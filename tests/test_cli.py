@@ -110,6 +110,8 @@ def test_unknown_worker_exit_status_and_message(local_cluster, tmp_path, capsys)
             str(local_cluster.client_connection_file),
             "--workers",
             "ghost@nowhere",
+            "--timeout",
+            "2",  # how long it waits for the named workers to join
             "--images",
             "2",
             "--out",
@@ -379,7 +381,9 @@ def test_a_second_run_into_the_same_folder_is_refused(local_cluster, tmp_path):
     assert "is being written by another imgdist run (pid " in second.stderr
     assert first.returncode == 0, stderr
     assert not (out / ".imgdist-run.lock").exists()
-    check_results(out, "--exact", "--expect-images", "2000")
+    manifest = json.loads((out / "manifest.json").read_text())  # each image once (no pixel check
+    assert len({row["source"] for row in manifest}) == len(manifest) == 2000  # of 2,000 here)
+    assert len({row["output"] for row in manifest}) == 2000
 
 
 def test_ssh_with_a_connection_is_one_sentence(local_cluster, tmp_path, capsys):

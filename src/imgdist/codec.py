@@ -98,9 +98,11 @@ def read_file(path: Path) -> bytes:
     except FileNotFoundError:
         msg = f"{path}: no such file; check the path."
         raise ImageError(msg) from None
-    except OSError as exc:
+    except (PermissionError, IsADirectoryError) as exc:
         msg = f"{path}: cannot be read ({exc.strerror}); check its permissions."
         raise ImageError(msg) from None
+    # other OSErrors (EIO, a network file system gone: ENOTCONN, ESTALE) are the machine's
+    # trouble, not the file's: they propagate, so a worker that has them is given up
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -74,6 +74,8 @@ def process_batch(
         payload = payloads[position] if payloads else b""
         try:
             out_meta, out_payload = step(meta, payload, worker, max_pixels)
+        except OSError:
+            raise  # the disk or the network, not this image: the main gives this worker up
         except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
             errors[position] = str(exc) or type(exc).__name__
             out_meta, out_payload = None, b""
@@ -142,6 +144,9 @@ def process_claimed(
             started = time.time()
             try:
                 process_file(source, output, report.worker, max_pixels=max_pixels)
+            except OSError:
+                report.publish(force=True)  # what is done is done; the rest goes elsewhere
+                raise  # the disk or the network, not this image: the main gives this worker up
             except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the batch
                 report.failed(index, str(exc) or type(exc).__name__)
                 continue

@@ -313,7 +313,7 @@ class BatchRun(_Run):
         for item in items:
             try:
                 meta, payload = prepare(transport, item, max_pixels=self.max_pixels)
-            except ImgdistError as exc:
+            except (ImgdistError, OSError) as exc:  # the main cannot read it: it fails alone
                 self.fail(item, str(exc))
                 continue
             metas.append(meta)
