@@ -242,7 +242,7 @@ def nested_library(root, portrait_path):
     (root / ".hidden.jpg").write_bytes(data)
 
 
-@pytest.mark.parametrize("transport", ["path", "compact"])
+@pytest.mark.parametrize("transport", ["path", "compact", "direct"])
 def test_nested_folders_keep_their_layout(local_cluster, tmp_path, portrait_path, transport):
     """Folders are walked recursively; outputs keep the sub-folders under --out/images; hidden
     folders and files, and the output folder inside the inputs, are skipped."""
@@ -329,7 +329,7 @@ def test_resume_keeps_entries_of_inputs_not_in_this_run(local_cluster, tmp_path,
     ]
 
 
-@pytest.mark.parametrize("transport", ["compact", "path", "pixels"])
+@pytest.mark.parametrize("transport", ["compact", "path", "pixels", "direct"])
 def test_jpeg_files_named_jfif_or_jpe_are_processed(
     local_cluster, tmp_path, portrait_path, transport
 ):

@@ -80,7 +80,7 @@ def expected_file(source, worker, suffix=".jpg"):
     return as_written(threshold_and_label(cv2.imread(str(source)), worker), suffix)
 
 
-@pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path"])
+@pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path", "direct"])
 @pytest.mark.parametrize("schedule", ["round-robin", "balanced"])
 def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport, schedule):
     """Each transport and schedule writes, for every image, exactly threshold+label(worker) encoded."""
@@ -97,7 +97,12 @@ def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport
 
 @pytest.mark.parametrize(
     ("transport", "schedule"),
-    [("compact", "balanced"), ("pixels", "round-robin"), ("path", "balanced")],
+    [
+        ("compact", "balanced"),
+        ("pixels", "round-robin"),
+        ("path", "balanced"),
+        ("direct", "balanced"),
+    ],
 )
 def test_the_timeline_holds_every_image(workers, copies, tmp_path, transport, schedule):
     """Every schedule records who worked when: spans cover each processed image once, on the
@@ -172,7 +177,7 @@ def test_parameter_errors(workers, copies):
     """Unknown transport or schedule, or no workers, are refused with the choices."""
     with pytest.raises(
         ParameterError,
-        match=r"transport .carrier-pigeon. is unknown; choose one of auto, pixels, encoded, compact, path",
+        match=r"transport .carrier-pigeon. is unknown; choose one of auto, pixels, encoded, compact, path, direct",
     ):
         distribute(workers, copies, transport="carrier-pigeon")
     with pytest.raises(

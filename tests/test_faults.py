@@ -80,6 +80,7 @@ def assert_complete(result, inputs, out, manifest) -> None:
         ("encoded", "balanced"),
         ("pixels", "round-robin"),
         ("encoded", "round-robin"),
+        ("direct", "balanced"),
     ],
 )
 def test_a_worker_killed_mid_run_loses_nothing(four, inputs, tmp_path, transport, schedule):
@@ -198,7 +199,7 @@ def test_controller_gone_mid_run(tmp_path, portrait_path):
         doomed.stop()
 
 
-@pytest.mark.parametrize("transport", ["compact", "path"])
+@pytest.mark.parametrize("transport", ["compact", "path", "direct"])
 def test_a_worker_that_hangs_but_answers_heartbeats(cluster, four, inputs, tmp_path, transport):
     """A worker whose engine is stuck (here: busy with another client's endless task, which
     keeps its heartbeat going) is given up after the stall timeout: its queued work is

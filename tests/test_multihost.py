@@ -117,7 +117,7 @@ def test_four_workers_on_four_hosts(net, tmp_path):
         start_worker(net, f"h{i}", engine_file, f"worker{i}", out)
     output = finish(main)
     assert "32 images processed, 0 failed" in output
-    assert "(compact transport" in output  # the workers do not see the main's disk
+    assert "(direct transport" in output  # the workers do not see the main's disk
     assert set(manifest_workers(out)) == set(names)
     check_outputs(out, 4)
 

@@ -114,7 +114,7 @@ def poisoned_inputs(tmp_path, portrait_path) -> tuple[list[Path], Path]:
     return [*good[:100], poison, *good[100:]], poison
 
 
-@pytest.mark.parametrize("transport", ["compact", "path"])
+@pytest.mark.parametrize("transport", ["compact", "path", "direct"])
 def test_a_file_that_kills_its_worker_fails_alone(controller, poisoned_inputs, tmp_path, transport):
     """The poison takes down two of four workers (the cap) and then fails alone, named; the
     200 other images are processed once each; the summary names the lost workers."""

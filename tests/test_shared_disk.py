@@ -111,7 +111,7 @@ def test_relative_inputs_from_workers_started_elsewhere(lab):
 
 def test_inputs_private_to_the_main_with_outputs_on_the_share(lab):
     """Inputs only the main can read, outputs on the share: the check sees that the workers
-    cannot read the inputs, so their bytes travel (compact), and every image is processed once."""
+    cannot read the inputs, so their bytes travel (direct), and every image is processed once."""
     make_copies(sample_portrait(), 40, lab.private / "photos")
     out = lab.share / "private-out"
     main = run_main(lab, lab.base, "--inputs", str(lab.private / "photos"), "--out", str(out))
@@ -121,15 +121,15 @@ def test_inputs_private_to_the_main_with_outputs_on_the_share(lab):
     finally:
         stop(workers)
     assert "40 images processed, 0 failed" in output
-    assert "(compact transport, balanced schedule)" in output
-    assert f"worker1@h1host: compact ({lab.private / 'photos'}" in output  # the route, and why
+    assert "(direct transport, balanced schedule)" in output
+    assert f"worker1@h1host: direct ({lab.private / 'photos'}" in output  # the route, and why
     assert "cannot be read here (No such file or directory)" in output
     check_results(out, "--exact", "--expect-images", 40, "--expect-workers", 2)
 
 
 def test_a_mixed_cluster_gives_each_worker_its_route(lab):
     """One worker mounts the share, one does not: the first gets names (path), the second the
-    bytes (compact), in the same run; the summary says which and why; each image once."""
+    bytes (direct), in the same run; the summary says which and why; each image once."""
     make_copies(sample_portrait(), 60, lab.share / "mixed" / "photos")
     out = lab.share / "mixed" / "out"
     main = run_main(lab, lab.share / "mixed", "--inputs", "photos", "--out", "out")
@@ -140,7 +140,7 @@ def test_a_mixed_cluster_gives_each_worker_its_route(lab):
         stop(workers)
     assert "60 images processed, 0 failed" in output
     assert "(mixed transport, balanced schedule)" in output
-    assert "Routes: worker1@h1host: path; worker2@h2host: compact (" in output
+    assert "Routes: worker1@h1host: path; worker2@h2host: direct (" in output
     manifest = json.loads((out / "manifest.json").read_text())
     assert {row["worker"] for row in manifest} == {"worker1@h1host", "worker2@h2host"}
     check_results(out, "--exact", "--expect-images", 60, "--expect-workers", 2)

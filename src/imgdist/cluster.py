@@ -28,6 +28,7 @@ import ipyparallel as ipp
 from ipyparallel import error as ipp_error
 from traitlets.config import Config
 
+from imgdist.dataroute import DataServer
 from imgdist.engine import LABEL_ENV, EngineTask, Identity
 from imgdist.errors import ConnectionFileError, NoEnginesError, ParameterError, WorkerLostError
 from imgdist.launchers import (
@@ -149,6 +150,7 @@ class Cluster:
         self.shared_answers: dict[tuple[int, str], str] = {}
         self._software_of: dict[int, Software] = {}
         self._stopped = False
+        self.port_range: tuple[int, int] | None = None  # for the data route, when given
         self._launcher = LAUNCHERS["local"]
         self._work_dir: Path | None = None
         self._remote_dirs: list[tuple[str, list[str], str]] = []  # (host, ssh args, folder)
@@ -226,6 +228,7 @@ class Cluster:
             cluster._launcher, cluster._work_dir = spec, work_dir
             if ports is not None:
                 cluster._check_ports(ports)
+                cluster.port_range = ports
             cluster._wait_for_launch(n_engines, timeout_s=timeout_s)
             for position, engine_id in enumerate(sorted(client.ids)[:n_engines], start=1):
                 cluster._set_label(engine_id, f"{label_prefix}{position}", only_if_unset=False)
@@ -500,6 +503,20 @@ class Cluster:
         for future in futures:
             with contextlib.suppress(Exception):
                 self._client.purge_local_results(jobs=[future])
+
+    def data_server(self, run_id: bytes) -> DataServer:
+        """A data route for one run: bound where workers reach the controller (inside the
+        controller's port range when one was given), CurveZMQ when the cluster uses it."""
+        host, _ = self.controller_address()
+        if host in ("*", "0.0.0.0", ""):
+            host = socket.gethostbyname(socket.gethostname())
+        return DataServer(
+            self._client.session.key,
+            run_id,
+            host,
+            ports=self.port_range,
+            curve=bool(self._client.curve_serverkey),
+        )
 
     def published(self, future: cf.Future) -> dict:
         """What the task behind `future` has published so far (keys add up), while it runs."""

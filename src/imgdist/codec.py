@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -87,14 +89,14 @@ def encode(image: np.ndarray, ext: str) -> bytes:
     return buffer.tobytes()
 
 
-def read_file(path: Path) -> bytes:
-    """A file's bytes, with a clear error for missing files and folders."""
-    path = Path(path)
-    if path.is_dir():
-        msg = f"{path}: is a folder, expected an image file."
-        raise ImageError(msg)
+def read_file(path: Path | str) -> bytes:
+    """A regular file's bytes, with a clear error for missing files, folders and the like.
+
+    Plain `os` calls: this runs once per image on the main for the transports that send bytes.
+    Opened without blocking, so a FIFO named like a photo is refused instead of hanging.
+    """
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError:
         msg = f"{path}: no such file; check the path."
         raise ImageError(msg) from None
@@ -103,6 +105,23 @@ def read_file(path: Path) -> bytes:
         raise ImageError(msg) from None
     # other OSErrors (EIO, a network file system gone: ENOTCONN, ESTALE) are the machine's
     # trouble, not the file's: they propagate, so a worker that has them is given up
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            msg = f"{path}: is a folder, expected an image file."
+            raise ImageError(msg)
+        if not stat.S_ISREG(info.st_mode):
+            msg = f"{path}: is not a regular file (a pipe or a device); expected an image file."
+            raise ImageError(msg)
+        data = os.read(fd, info.st_size + 1)  # a regular file: all of it at once
+        if len(data) != info.st_size:  # it grew, or a file system that reads in parts
+            chunks = [data]
+            while chunks[-1]:
+                chunks.append(os.read(fd, 1 << 20))
+            data = b"".join(chunks)
+        return data
+    finally:
+        os.close(fd)
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:

@@ -18,6 +18,7 @@ from imgdist.files import FolderLock, OutputPlan, finished_entries, write_manife
 from imgdist.results import Progress, RunResult
 from imgdist.routes import NOT_SHARED, Route, input_samples, plan_routes
 from imgdist.schedules import ALLOWED_DEATHS, BatchRun, ClaimRun
+from imgdist.streaming import DirectRun
 from imgdist.transports import check_transport
 
 SCHEDULES = ("round-robin", "balanced")
@@ -108,14 +109,13 @@ def distribute(
     args = (cluster, list(workers), iter(images), plan, result)
     if transport == "path" and schedule == "balanced":
         run = ClaimRun(*args, **common)
+    elif transport in ("direct", "mixed"):
+        run = DirectRun(
+            *args, routes={eid: route.transport for eid, route in routes.items()}, **common
+        )
     else:
         run = BatchRun(
-            *args,
-            transport=NOT_SHARED if transport == "mixed" else transport,
-            schedule=schedule,
-            batch_size=batch_size,
-            routes={eid: route.transport for eid, route in routes.items()},
-            **common,
+            *args, transport=transport, schedule=schedule, batch_size=batch_size, **common
         )
     started = time.perf_counter()
     folders = [f for f in (plan.out_dir, Path(manifest).parent if manifest else None) if f]

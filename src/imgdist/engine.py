@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import platform
 import socket
@@ -153,6 +154,90 @@ def process_claimed(
             report.finished(index, started, time.time())
     report.publish(force=True)
     return [report.worker, report.done, report.errors, report.times]
+
+
+def process_direct(
+    address: str,
+    run_id: bytes,
+    server_public_key: bytes = b"",
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    prefetch: int = 2,
+) -> list:
+    """Process chunks fetched from the main over the data route until it has no more.
+
+    `prefetch` chunks are asked for at once, so the next one is on its way while this one is
+    processed. Each chunk says its transport step (`encoded`: send the output file's bytes;
+    `compact`: send the bits; `path`: names on a shared disk) and each result goes back with
+    how long this worker computed, waited for data and waited for its link, which the main
+    uses to choose the next chunk's step. Returns `[worker, images processed]`.
+    """
+    from IPython import get_ipython  # the engine's kernel: it holds the cluster's key
+
+    from imgdist.dataroute import DataClient
+
+    tune_for_images()
+    worker = worker_name()
+    key = get_ipython().kernel.session.key
+    client = DataClient(address, key, run_id, worker, server_public_key=server_public_key)
+    processed, waited, asked = 0, 0.0, 0
+    try:
+        for _ in range(prefetch):
+            client.ask()
+            asked += 1
+        while asked:
+            started = time.perf_counter()
+            kind, *frames = client.receive(DIRECT_TIMEOUT_S)
+            waited += time.perf_counter() - started
+            asked -= 1
+            if kind == b"none":
+                continue
+            if kind != b"chunk":
+                msg = f"the main ended this worker's data connection: {kind.decode()}"
+                raise ConnectionAbortedError(msg)
+            header = json.loads(frames[0].bytes)
+            result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels)
+            client.send_result(
+                {**result, "recv_wait_s": waited, "send_wait_s": client.send_wait_s}, outputs
+            )
+            processed += len(result["done"])
+            client.ask()
+            asked += 1
+    finally:
+        client.close()
+    return [worker, processed]
+
+
+DIRECT_TIMEOUT_S = 600.0  # the main gives up on a silent worker long before (its stall timeout)
+
+
+def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int) -> tuple:
+    """One chunk of the data route: the transport's engine step on each image."""
+    step = _STEPS[header["transport"]]
+    done, errors, times, outputs = [], [], [], []
+    started = time.perf_counter()
+    for position, (index, meta) in enumerate(header["items"]):
+        payload = payloads[position].bytes if payloads else b""
+        began = time.time()
+        try:
+            out_meta, out_payload = step(meta, payload, worker, max_pixels)
+        except OSError:
+            raise  # the disk or the network, not this image: the main gives this worker up
+        except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the chunk
+            errors.append([index, str(exc) or type(exc).__name__])
+            continue
+        done.append([index, out_meta])
+        times.append([began, time.time()])
+        if header["transport"] != "path":
+            outputs.append(out_payload)
+    result = {
+        "chunk": header["chunk"],
+        "done": done,
+        "errors": errors,
+        "times": times,
+        "compute_s": time.perf_counter() - started,
+    }
+    return result, outputs
 
 
 REPORT_EVERY_S = 0.2

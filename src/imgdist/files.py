@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import json
 import os
 import secrets
@@ -18,36 +19,45 @@ import psutil
 
 from imgdist.errors import FolderBusyError
 
+_part_numbers = itertools.count()
 
-def atomic_write(path: Path, data: bytes, *, durable: bool = False) -> None:
+
+def atomic_write(path: Path | str, data: bytes | memoryview, *, durable: bool = False) -> None:
     """Write `data` to `path` through a temporary file in the same folder, then rename.
 
     A process that dies at any point leaves either the old file or the whole new one, never a
     truncated file. With `durable`, the file and its folder are also synced to the disk before
     returning, so the same holds after a power loss (a few ms per call on a real disk: used for
     the manifest, not for every output; resume redoes any output that does not decode).
+    Plain `os` calls: this runs once per image on the main (direct transport) and the engines.
     """
-    path = Path(path)
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
     # Not mkstemp: its files are mode 0600, and the output should get the usual umask mode.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.part")
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_part_numbers)}.part")
     try:
-        with tmp.open("xb") as handle:
-            handle.write(data)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        tmp.replace(path)
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
     if durable:
         # some network file systems cannot sync a folder; the file itself is synced already
         with contextlib.suppress(OSError):
-            folder = os.open(path.parent, os.O_RDONLY)
+            folder_fd = os.open(folder or ".", os.O_RDONLY)
             try:
-                os.fsync(folder)
+                os.fsync(folder_fd)
             finally:
-                os.close(folder)
+                os.close(folder_fd)
 
 
 def write_new(path: Path, data: bytes) -> bool:

@@ -46,6 +46,8 @@ class RunResult:
     timeline: list[Span] = field(default_factory=list)
     routes: dict[str, str] = field(default_factory=dict)  # worker -> transport (and why)
     duplicates: list[tuple[Path, str]] = field(default_factory=list)  # ignored second reports
+    steps: dict[str, int] = field(default_factory=dict)  # direct: images per engine step
+    refused_connections: int = 0  # direct: messages from peers that had not proved themselves
 
     @property
     def outputs(self) -> list[Path]:
@@ -91,6 +93,11 @@ class RunResult:
             )
         if self.rejoined:
             lines.append(f"Workers that came back and rejoined: {', '.join(self.rejoined)}.")
+        if self.refused_connections:
+            lines.append(
+                f"{self.refused_connections} messages on the data route came from peers without "
+                "the cluster's key; they got nothing and nothing they sent was written."
+            )
         if self.duplicates:
             lines.append(
                 f"{len(self.duplicates)} images were reported twice; the first report was kept "

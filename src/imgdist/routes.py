@@ -2,8 +2,9 @@
 
 A worker that reads the main's input files at the same paths (the same bytes, not merely a file
 of that name) and can write into the output folder (an atomic rename that reads back) shares the
-main's disk: only names cross (`path`). Any other worker gets the files' bytes (`compact`). Mixed
+main's disk: only names cross (`path`). Any other worker gets the files' bytes. Mixed
 clusters are normal: a run can have both. The answers are remembered per engine and folder.
+Workers that do not share the disk get `direct`: the data route (`imgdist.dataroute`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from imgdist.cluster import DEFAULT_ANSWER_TIMEOUT_S, Cluster, Worker
 from imgdist.engine import file_digest
 
 SHARED = "path"
-NOT_SHARED = "compact"
+NOT_SHARED = "direct"  # the data route: bytes between main and worker, not via the controller
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,10 @@
 - `compact`: the file's bytes go out; the result comes back as one bit per value plus the few
   other values, ~19 KB instead of a 126 KB JPEG; main encodes and writes (for slow links).
 - `path`: a shared file system; only names cross the wire and engines read and write the files.
+- `direct`: the data route (`imgdist.dataroute`): file bytes out and output bytes back on a
+  connection of their own between main and worker, the controller carrying one task per
+  worker; the main only reads and writes files (or, for a link-bound worker while it has CPU
+  to spare, gets bits and encodes).
 - `auto` (default): per worker, `path` when it shares the main's disk (see `imgdist.routes`), else
   `compact`.
 """
@@ -21,7 +25,7 @@ from imgdist.errors import ImageError, ParameterError
 from imgdist.files import Item, atomic_write
 from imgdist.image import Wire, from_wire, to_wire, unpack_mostly_binary
 
-TRANSPORTS = ("auto", "pixels", "encoded", "compact", "path")
+TRANSPORTS = ("auto", "pixels", "encoded", "compact", "path", "direct")
 
 
 def check_transport(transport: str) -> str:

@@ -1,0 +1,215 @@
+"""`DirectRun`: images and results over the data route, the controller carrying only one task per
+worker. Workers pull chunks (two at a time, so the next is on its way while one is processed);
+the main reads inputs and writes outputs and nothing else, unless a worker's link is the
+bottleneck and the main has CPU to spare: then that worker sends bits and the main encodes.
+
+Which step a chunk gets, per worker and per chunk, from measurements made during the run:
+- `path` for a worker that shares the main's disk (only names travel);
+- `compact` (bits back, ~19 KB instead of a 126 KB JPEG; the main encodes) when the worker
+  waited on its link to take its last results for over `LINK_BOUND` of its computing time,
+  and the main process used under `MAIN_SPARE` of a core over the last second;
+- `encoded` (the worker encodes the output; the main only writes bytes) otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+from imgdist.cluster import Worker
+from imgdist.dataroute import DataServer, Event
+from imgdist.errors import ImgdistError, WorkerLostError
+from imgdist.files import Item
+from imgdist.schedules import CONTROLLER_CHECK_S, MAX_BATCH, BatchRun
+from imgdist.transports import finish, prepare
+
+LINK_BOUND = 0.2  # waiting on the link for over a fifth of the compute time: the link limits
+MAIN_SPARE = 0.5  # the main may spend half a core on encoding for link-bound workers
+LOAD_WINDOW_S = 1.0
+SERVE_POLL_S = 0.05
+
+
+@dataclass
+class _Peer:
+    """One worker's data connection: what it holds and what it said about its last chunk."""
+
+    worker: Worker
+    peer: bytes = b""
+    held: dict[int, tuple[list[Item], str, float]] = field(default_factory=dict)
+    heard: float = 0.0
+    compute_s: float = 0.0
+    send_wait_s: float = 0.0  # over the last chunk
+    total_send_wait_s: float = 0.0
+
+
+class DirectRun(BatchRun):
+    """Chunks over the data route to every worker; `routes` gives `path` to those sharing the
+    main's disk. Lost workers' images are retried alone at the end, through the controller."""
+
+    def __init__(self, *args, routes: dict[int, str], **kwargs) -> None:
+        retry_routes = {eid: "path" if r == "path" else "encoded" for eid, r in routes.items()}
+        super().__init__(
+            *args,
+            transport="encoded",
+            schedule="balanced",
+            batch_size=None,
+            routes=retry_routes,
+            **kwargs,
+        )
+        self.shared = {eid for eid, route in routes.items() if route == "path"}
+        self.chunk_number = 0
+        self.cpu_marks = [(time.monotonic(), time.process_time())]
+        self.steps: dict[str, int] = {}  # images sent per step, for the summary
+
+    def execute(self) -> None:
+        """Stream every input over the data route, then retry lost workers' images."""
+        server = self.cluster.data_server(os.urandom(16))
+        try:
+            self._stream(server)
+        finally:
+            server.close()
+        self.result.refused_connections = server.refused
+        self.result.steps = dict(self.steps)
+        while self.suspects and self.live:
+            self._fill(new_work=False)
+            self._wait(new_work=False)
+
+    def _stream(self, server: DataServer) -> None:
+        peers: dict[str, _Peer] = {}
+        tasks = {}
+        for worker in self.live:
+            future = self.cluster.submit(
+                worker,
+                "process_direct",
+                server.address,
+                server.run_id,
+                server.public_key,
+                max_pixels=self.max_pixels,
+            )
+            tasks[future] = worker
+            peers[worker.name] = _Peer(worker, heard=time.monotonic())
+        by_peer: dict[bytes, _Peer] = {}
+        while tasks:
+            for event in server.serve(SERVE_POLL_S):
+                peer = peers.get(event.worker)
+                if peer is None:
+                    continue  # a worker of no task of this run: nothing is served to it
+                peer.peer, peer.heard = event.peer, time.monotonic()
+                by_peer[event.peer] = peer
+                if event.kind == "next":
+                    self._next(server, peer)
+                elif event.kind == "result":
+                    self._result(peer, event)
+                elif event.kind == "bye":
+                    server.send_bye(event.peer)
+            for future in [f for f in tasks if f.done()]:
+                worker = tasks.pop(future)
+                peer = peers[worker.name]
+                try:
+                    self.cluster.outcome(future, worker)
+                except WorkerLostError:
+                    self._lose(peer)
+                    continue
+                for items, _, _ in peer.held.values():  # never left over, but never lost either
+                    self.suspects.extend(items)
+                peer.held.clear()
+            self._give_up_silent(tasks, peers)
+            if time.monotonic() - self.last_controller_check > CONTROLLER_CHECK_S:
+                self.check_controller()
+                self.last_controller_check = time.monotonic()
+
+    def _next(self, server: DataServer, peer: _Peer) -> None:
+        step = self._step(peer)
+        items = self.take(self._chunk_size())
+        metas, payloads, sendable = [], [], []
+        for item in items:
+            try:
+                meta, payload = prepare(step, item, max_pixels=self.max_pixels)
+            except (ImgdistError, OSError) as exc:  # the main cannot read it: it fails alone
+                self.fail(item, str(exc))
+                continue
+            metas.append([item.index, list(meta) if isinstance(meta, tuple) else meta])
+            payloads.append(payload)
+            sendable.append(item)
+        if not items:
+            server.send_none(peer.peer)
+            return
+        self.chunk_number += 1
+        header = {"chunk": self.chunk_number, "transport": step, "items": metas}
+        peer.held[self.chunk_number] = (sendable, step, time.perf_counter())
+        self.steps[step] = self.steps.get(step, 0) + len(sendable)
+        if not server.send_chunk(peer.peer, header, payloads if step != "path" else []):
+            self._lose(peer)
+
+    def _chunk_size(self) -> int:
+        remaining = self.remaining()
+        if remaining is None:
+            return 8
+        return max(1, min(MAX_BATCH, math.ceil(remaining / (4 * len(self.live)))))
+
+    def _step(self, peer: _Peer) -> str:
+        if peer.worker.engine_id in self.shared:
+            return "path"
+        link_bound = peer.send_wait_s > LINK_BOUND * max(peer.compute_s, 1e-6)
+        return "compact" if link_bound and self._main_load() < MAIN_SPARE else "encoded"
+
+    def _main_load(self) -> float:
+        """The share of one core this process used over about the last second."""
+        now, cpu = time.monotonic(), time.process_time()
+        self.cpu_marks.append((now, cpu))
+        while len(self.cpu_marks) > 2 and now - self.cpu_marks[1][0] > LOAD_WINDOW_S:
+            self.cpu_marks.pop(0)
+        then, cpu_then = self.cpu_marks[0]
+        return (cpu - cpu_then) / (now - then) if now > then else 0.0
+
+    def _result(self, peer: _Peer, event: Event) -> None:
+        header = event.header
+        held = peer.held.pop(header.get("chunk"), None)
+        if held is None:
+            return  # not a chunk it holds: nothing it sent is written
+        items, step, sent = held
+        by_index = {item.index: item for item in items}
+        peer.compute_s = header.get("compute_s", 0.0)
+        total = header.get("send_wait_s", 0.0)
+        peer.send_wait_s, peer.total_send_wait_s = total - peer.total_send_wait_s, total
+        done = header.get("done", [])
+        now = time.perf_counter()
+        self.span(event.worker, sent - self.started, now - self.started, len(items))
+        outputs = iter(event.frames) if step != "path" else None
+        for index, out_meta in done:
+            item = by_index.pop(index, None)
+            payload = next(outputs).buffer if outputs is not None else b""
+            if item is None:
+                continue
+            try:
+                finish(step, item, out_meta, payload, max_pixels=self.max_pixels)
+            except (ImgdistError, OSError) as exc:
+                self.fail(item, str(exc))
+                continue
+            self.succeed(item, event.worker)
+        for index, reason in header.get("errors", []):
+            item = by_index.pop(index, None)
+            if item is not None:
+                self.fail(item, reason)
+        if by_index:  # a result that left images out: they go round again
+            self.suspects.extend(by_index.values())
+
+    def _lose(self, peer: _Peer) -> None:
+        items = [item for held in peer.held.values() for item in held[0]]
+        peer.held.clear()
+        self.lose([peer.worker], items)
+
+    def _give_up_silent(self, tasks: dict, peers: dict[str, _Peer]) -> None:
+        """A worker silent for the stall timeout while it holds chunks, or that has not even
+        connected (its engine busy or stuck), is given up."""
+        now = time.monotonic()
+        for future, worker in list(tasks.items()):
+            peer = peers[worker.name]
+            waiting_on_it = peer.held or not peer.peer
+            if waiting_on_it and now - peer.heard > self.stall_timeout_s:
+                tasks.pop(future)
+                self.cluster.abandon(worker, [future])
+                self.result.hung_workers.append(worker.name)
+                self._lose(peer)
