@@ -1,5 +1,6 @@
 """The multi-host benchmark (needs root): `fast` against `seed` on 2 workers on other test hosts,
-their links shaped to 100 Mbit/s (and 5 ms delay where the kernel has netem).
+their links shaped to 100 Mbit/s (and 5 ms delay where the kernel has netem); and, first, what
+the main's side costs against the workers' per image (CPU counted per process, links unshaped).
 
     sudo .venv/bin/python -m benchmarks.netns_bench --images 32 --runs 10 --json results/netns-bench.json
 
@@ -21,8 +22,10 @@ from tests.netns import TestNetwork, namespaces_usable
 CASES = {
     "seed/2": {"transport": "pixels", "schedule": "round-robin"},
     "encoded/2": {"transport": "encoded"},
+    "compact/2": {"transport": "compact"},
     "fast/2": {},
 }
+MAIN_COST_TRANSPORTS = ("direct", "encoded", "compact")
 
 
 def inner(args: argparse.Namespace) -> int:
@@ -31,14 +34,23 @@ def inner(args: argparse.Namespace) -> int:
     from imgdist.cluster import Cluster
     from imgdist.distribute import distribute
     from imgdist.portrait import make_copies, sample_portrait
-    from imgdist.render import bench_table_text
+    from imgdist.render import bench_table_text, main_cost_table_text
     from imgdist.workers import wait_for_workers
 
     out = Path(args.out)
     with Cluster.start_local(0, controller_ip=args.ip, profile_dir=out / "profile") as cluster:
         (out / "engine-file").write_text(str(cluster.engine_connection_file))
         workers = wait_for_workers(cluster, ["worker1@h1host", "worker2@h2host"], timeout_s=60)
-        copies = make_copies(sample_portrait(), args.images, out / "data" / "images")
+        copies = make_copies(
+            sample_portrait(), max(args.images, args.large), out / "data" / "images"
+        )
+        costs = [] if args.skip_main_cost else main_costs(cluster, workers, copies, out, args)
+        (out / "shape-now").write_text("")  # the outer run shapes the links now
+        deadline = time.monotonic() + 60
+        while not (out / "shaped").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        link = (out / "shaped").read_text() if (out / "shaped").exists() else "unshaped"
+        copies = copies[: args.images]
 
         def case(options):
             def run():
@@ -51,17 +63,53 @@ def inner(args: argparse.Namespace) -> int:
             name: distribute(workers, copies[:1], out_dir=out / "data" / "outputs", **o).transport
             for name, o in CASES.items()
         }
+        # how the images of one fast/2 run came back: which steps the measurements chose
+        steps = distribute(workers, copies, out_dir=out / "data" / "outputs").steps
         report = measure(
             {name: case(o) for name, o in CASES.items()},
             runs=args.runs,
             warmup_runs=1,
-            params={"images": args.images, "link": args.link, "transports": transports},
+            params={
+                "images": args.images,
+                "link": link,
+                "transports": transports,
+                "fast_steps": steps,
+                "main_cost": [cost.to_json() for cost in costs],
+            },
         )
+        print(main_cost_table_text(costs))
         print(bench_table_text(report, baseline="seed/2"))
         print(f"fast/2 vs seed/2: {report.speedup('fast/2', 'seed/2'):.1f}x faster (by median)")
+        print(f"fast/2's images came back as: {steps}")
         if args.json:
             report.save(Path(args.json))
     return 0
+
+
+def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) -> list:
+    """Main side against workers per image, across the hosts, links unshaped."""
+    from imgdist.distribute import distribute
+    from imgdist.maincost import marginal_cost
+
+    costs = []
+    for transport in MAIN_COST_TRANSPORTS:
+
+        def run(n: int, transport: str = transport) -> None:
+            folder = out / "data" / f"cost-{transport}"
+            result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
+            assert result.ok, result.summary()
+
+        costs.append(
+            marginal_cost(
+                transport,
+                run,
+                controller_pid=cluster.controller_pid,
+                worker_pids=[w.pid for w in workers],
+                small=args.small,
+                large=args.large,
+            )
+        )
+    return costs
 
 
 def outer(args: argparse.Namespace) -> int:
@@ -73,7 +121,7 @@ def outer(args: argparse.Namespace) -> int:
         out = Path(folder)
         # the main's images: hidden from the workers, who share no disk with it
         (out / "data").mkdir()
-        link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in ("h1", "h2"))
+        link = f"{args.rate} (tbf) after the main-cost runs on unshaped links"
         json_path = str(Path(args.json).resolve()) if args.json else ""
         main = net.popen(
             "main",
@@ -90,6 +138,11 @@ def outer(args: argparse.Namespace) -> int:
                 str(args.images),
                 "--runs",
                 str(args.runs),
+                "--small",
+                str(args.small),
+                "--large",
+                str(args.large),
+                *(["--skip-main-cost"] if args.skip_main_cost else []),
                 "--link",
                 link,
                 *(["--json", json_path] if json_path else []),
@@ -122,6 +175,13 @@ def outer(args: argparse.Namespace) -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+        deadline = time.monotonic() + 1800
+        while not (out / "shape-now").exists():
+            if main.poll() is not None or time.monotonic() > deadline:
+                return main.wait()
+            time.sleep(0.2)
+        link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in ("h1", "h2"))
+        (out / "shaped").write_text(link)
         code = main.wait(timeout=1800)
         print(f"links: {link}")
         return code
@@ -131,6 +191,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--small", type=int, default=64, help="main cost: the small run")
+    parser.add_argument("--skip-main-cost", action="store_true", help="only the speed comparison")
+    parser.add_argument("--large", type=int, default=1024, help="main cost: the large run")
     parser.add_argument("--rate", default="100mbit")
     parser.add_argument("--delay", default="5ms")
     parser.add_argument("--json", default="")

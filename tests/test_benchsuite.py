@@ -111,3 +111,39 @@ def test_unknown_case(tmp_path):
         ParameterError, match=r"unknown bench cases \['fast/3'\]; choose from local, seed/1"
     ):
         start_suite(["fast/3"], n_images=1, scratch=tmp_path)
+
+
+@pytest.mark.slow  # ~2 minutes: 5 transports x (64 + 1,024 images) x 4 runs
+def test_main_cost_json_has_the_documented_shape(tmp_path):
+    """`imgdist bench --main-cost --json`: per transport, CPU ms per image on the main's side
+    and the workers', the ratio and the workers one main keeps busy."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "imgdist",
+            "bench",
+            "--main-cost",
+            "--json",
+            str(tmp_path / "c.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "workers fed" in done.stdout
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert set(data) == {"main_cost", "machine", "params"}
+    costs = {row["transport"]: row for row in data["main_cost"]}
+    assert set(costs) == {"path", "direct", "encoded", "compact", "pixels"}
+    for row in costs.values():
+        assert set(row) == {
+            "transport", "main_ms", "controller_ms", "worker_ms", "images",
+            "main_side_ms", "ratio", "workers_kept_busy",
+        }  # fmt: skip
+        assert row["images"] == [64, 1024]
+        assert row["worker_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["main_side_ms"] / row["worker_ms"])
+        assert row["workers_kept_busy"] == pytest.approx(1 / row["ratio"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from imgdist.distribute import distribute
+from imgdist.transports import TRANSPORTS
 from imgdist.errors import ParameterError, WorkerNameError
 from imgdist.files import read_manifest
 from imgdist.image import threshold_and_label
@@ -80,7 +81,7 @@ def expected_file(source, worker, suffix=".jpg"):
     return as_written(threshold_and_label(cv2.imread(str(source)), worker), suffix)
 
 
-@pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path", "direct"])
+@pytest.mark.parametrize("transport", [name for name in TRANSPORTS if name != "auto"])
 @pytest.mark.parametrize("schedule", ["round-robin", "balanced"])
 def test_every_mode_gives_identical_outputs(workers, copies, tmp_path, transport, schedule):
     """Each transport and schedule writes, for every image, exactly threshold+label(worker) encoded."""

@@ -62,3 +62,13 @@ def test_readme_commands_are_the_ones_ci_runs():
     for target in ("run:", "test:", "lab:", "bench:"):
         assert f"\n{target}" in makefile, target
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_readme_describes_every_transport():
+    """The README's transport table has a row for each record of the registry, and no other."""
+    from imgdist.transports import TRANSPORTS
+
+    readme = (REPO / "README.md").read_text()
+    table = readme.split("| transport | what crosses |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split("|")[1].strip().split()[0].strip("`") for line in table.splitlines()[2:]]
+    assert rows == list(TRANSPORTS)

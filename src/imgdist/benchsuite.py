@@ -28,6 +28,7 @@ from imgdist.distribute import distribute
 from imgdist.errors import ImageError, ParameterError
 from imgdist.files import atomic_write
 from imgdist.image import copy_name
+from imgdist.maincost import MainCost, marginal_cost
 from imgdist.peers import CEILING, PEERS, start_peer
 from imgdist.portrait import get_portrait
 
@@ -228,3 +229,45 @@ def run_scaling(counts: Sequence[int], *, n_engines: int = 2, runs: int = 3) -> 
     finally:
         suite.close()
     return points
+
+
+MAIN_COST_TRANSPORTS = ("path", "direct", "encoded", "compact", "pixels")
+
+
+def run_main_cost(
+    transports: Sequence[str] = MAIN_COST_TRANSPORTS,
+    *,
+    n_engines: int = 2,
+    small: int = 64,
+    large: int = 1024,
+    repeats: int = 3,
+) -> list[MainCost]:
+    """CPU per image on the main's side (this process and the controller) against the
+    engines', per transport, on `n_engines` local engines: see `imgdist.maincost`."""
+    suite = start_suite([f"fast/{n_engines}"], n_images=large)
+    costs = []
+    try:
+        for transport in transports:
+            out = suite.scratch / "out" / transport
+
+            def run(n: int, transport: str = transport, out: Path = out) -> None:
+                result = distribute(
+                    suite.workers, suite.sources[:n], out_dir=out, transport=transport
+                )
+                if not result.ok:
+                    raise ImageError(result.summary())
+
+            costs.append(
+                marginal_cost(
+                    transport,
+                    run,
+                    controller_pid=suite.cluster.controller_pid,
+                    worker_pids=[w.pid for w in suite.workers],
+                    small=small,
+                    large=large,
+                    repeats=repeats,
+                )
+            )
+    finally:
+        suite.close()
+    return costs

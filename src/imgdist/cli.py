@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--transport",
         default=DEFAULT_TRANSPORT,
-        choices=TRANSPORTS,
+        choices=tuple(TRANSPORTS),
         help=f"how images travel (default: {DEFAULT_TRANSPORT}; 'pixels' is the Livebook's)",
     )
     run.add_argument(
@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", type=Path, metavar="FILE", help="write the report as JSON")
     bench.add_argument("--plot", type=Path, metavar="FILE", help="write the chart as PNG")
+    bench.add_argument(
+        "--main-cost",
+        action="store_true",
+        help="instead: CPU per image on the main's side (main + controller) against the "
+        "workers', per transport, on 2 local engines (64 vs 1,024 images)",
+    )
     bench.add_argument(
         "--scaling",
         default="",
@@ -414,12 +420,25 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from imgdist.benchsuite import parse_size, run_bench, run_scaling
-    from imgdist.render import bench_chart, bench_table_text, scaling_table_text
+    from imgdist.benchsuite import parse_size, run_bench, run_main_cost, run_scaling
+    from imgdist.maincost import save_main_cost
+    from imgdist.render import (
+        bench_chart,
+        bench_table_text,
+        main_cost_table_text,
+        scaling_table_text,
+    )
 
     if args.scaling:
         counts = [_whole(n, "--scaling") for n in args.scaling.split(",") if n.strip()]
         print(scaling_table_text(run_scaling(counts)))
+        return EXIT_OK
+    if args.main_cost:
+        costs = run_main_cost()
+        print(main_cost_table_text(costs))
+        if args.json:
+            save_main_cost(args.json, costs)
+            print(f"JSON: {args.json}")
         return EXIT_OK
     names = [n.strip() for n in args.cases.split(",") if n.strip()]
     size = parse_size(args.size)

@@ -19,7 +19,7 @@ from imgdist.results import Progress, RunResult
 from imgdist.routes import NOT_SHARED, Route, input_samples, plan_routes
 from imgdist.schedules import ALLOWED_DEATHS, BatchRun, ClaimRun
 from imgdist.streaming import DirectRun
-from imgdist.transports import check_transport
+from imgdist.transports import TRANSPORTS, check_transport
 
 SCHEDULES = ("round-robin", "balanced")
 DEFAULT_TRANSPORT = "auto"
@@ -107,9 +107,10 @@ def distribute(
         "allowed_deaths": allowed_deaths,
     }
     args = (cluster, list(workers), iter(images), plan, result)
-    if transport == "path" and schedule == "balanced":
+    served_by = "direct" if transport == "mixed" else TRANSPORTS[transport].run
+    if served_by == "claims" and schedule == "balanced":
         run = ClaimRun(*args, **common)
-    elif transport in ("direct", "mixed"):
+    elif served_by == "direct":
         run = DirectRun(
             *args, routes={eid: route.transport for eid, route in routes.items()}, **common
         )

@@ -20,6 +20,7 @@ from imgdist import __version__
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, encode, read_file
 from imgdist.files import atomic_write
 from imgdist.image import Wire, pack_mostly_binary, process_image, threshold_and_label, to_wire
+from imgdist.transports import TRANSPORTS
 from imgdist.tuning import tune_for_images
 
 LABEL_ENV = "IMGDIST_WORKER_LABEL"
@@ -167,10 +168,12 @@ def process_direct(
     """Process chunks fetched from the main over the data route until it has no more.
 
     `prefetch` chunks are asked for at once, so the next one is on its way while this one is
-    processed. Each chunk says its transport step (`encoded`: send the output file's bytes;
-    `compact`: send the bits; `path`: names on a shared disk) and each result goes back with
-    how long this worker computed, waited for data and waited for its link, which the main
-    uses to choose the next chunk's step. Returns `[worker, images processed]`.
+    processed. A chunk says its step (`encoded`: send the output file's bytes; `path`: names
+    on a shared disk) and whether the main has CPU to spare for encoding (`bits_allowed`);
+    then this worker sends an image's bits instead of its JPEG (`compact`, ~1/6 of the bytes)
+    when its link could not carry the JPEGs as fast as it makes them: measured, not assumed
+    (its link from how fast its first chunk arrived, the JPEG's size and the time to make it
+    from its last image). Returns `[worker, images processed]`.
     """
     from IPython import get_ipython  # the engine's kernel: it holds the cluster's key
 
@@ -180,7 +183,10 @@ def process_direct(
     worker = worker_name()
     key = get_ipython().kernel.session.key
     client = DataClient(address, key, run_id, worker, server_public_key=server_public_key)
-    processed, waited, asked = 0, 0.0, 0
+    # what this engine measured in earlier runs for the same main stays: a run's first images
+    # are its slowest (caches cold), which would understate the link's share
+    pace = _PACES.setdefault(address.rpartition(":")[0], _Pace())
+    processed, waited, asked, first = 0, 0.0, 0, True
     try:
         for _ in range(prefetch):
             client.ask()
@@ -195,11 +201,13 @@ def process_direct(
             if kind != b"chunk":
                 msg = f"the main ended this worker's data connection: {kind.decode()}"
                 raise ConnectionAbortedError(msg)
+            if first:
+                pace.arrived(sum(len(frame) for frame in frames), time.perf_counter() - started)
+                first = False
             header = json.loads(frames[0].bytes)
-            result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels)
-            client.send_result(
-                {**result, "recv_wait_s": waited, "send_wait_s": client.send_wait_s}, outputs
-            )
+            result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
+            result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
+            client.send_result(result, outputs)
             processed += len(result["done"])
             client.ask()
             asked += 1
@@ -211,24 +219,79 @@ def process_direct(
 DIRECT_TIMEOUT_S = 600.0  # the main gives up on a silent worker long before (its stall timeout)
 
 
-def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int) -> tuple:
-    """One chunk of the data route: the transport's engine step on each image."""
-    step = _STEPS[header["transport"]]
+class _Pace:
+    """What this worker measured: its link (bytes/s, from its first chunks' arrival), its last
+    JPEG's size and the shortest time it took to make one."""
+
+    def __init__(self) -> None:
+        self.link_bps = 0.0
+        self.jpeg_bytes = 0
+        self.jpeg_s = 0.0
+
+    def arrived(self, size: int, seconds: float) -> None:
+        """A run's first chunk arrived: it was asked for while this worker was idle, so its
+        time is the link's (unless it is small enough to pass in the link's burst)."""
+        if size >= 128 * 1024 or not self.link_bps:
+            self.link_bps = size / max(seconds, 1e-6)
+
+    def measured(self) -> bool:
+        return bool(self.jpeg_bytes and self.link_bps)
+
+    def link_bound(self) -> bool:
+        """Whether sending JPEGs takes longer on the link than making them takes here."""
+        return self.measured() and self.jpeg_bytes / self.link_bps > self.jpeg_s
+
+    def made_jpeg(self, size: int, seconds: float) -> None:
+        self.jpeg_bytes = size
+        self.jpeg_s = min(self.jpeg_s, seconds) if self.jpeg_s else seconds
+
+
+_PACES: dict[str, _Pace] = {}  # by the main's address
+
+
+def _direct_image(meta: list, payload: bytes, worker: str, max_pixels: int, pace, bits_allowed):
+    """An image of an `encoded` chunk: (step, out meta, out payload), the bits instead of the
+    JPEG when allowed and the link is the bottleneck (the first image makes its JPEG anyway,
+    to measure)."""
+    name, ext = meta
+    clock = time.perf_counter()
+    image = threshold_and_label(decode(payload, name, max_pixels=max_pixels), worker)
+    jpeg = None
+    if not (bits_allowed and pace.measured()):
+        jpeg = encode(image, ext)
+        pace.made_jpeg(len(jpeg), time.perf_counter() - clock)
+    if bits_allowed and pace.link_bound():
+        return "compact", image.shape, pack_mostly_binary(image)
+    if jpeg is None:
+        jpeg = encode(image, ext)
+        pace.made_jpeg(len(jpeg), time.perf_counter() - clock)
+    return "encoded", None, jpeg
+
+
+def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int, pace: _Pace):
+    """One chunk of the data route: each image's step; (result, output payloads)."""
     done, errors, times, outputs = [], [], [], []
     started = time.perf_counter()
+    bits_allowed = header.get("bits_allowed", False)
     for position, (index, meta) in enumerate(header["items"]):
         payload = payloads[position].bytes if payloads else b""
         began = time.time()
         try:
-            out_meta, out_payload = step(meta, payload, worker, max_pixels)
+            if header["transport"] == "encoded":
+                step, out_meta, out_payload = _direct_image(
+                    meta, payload, worker, max_pixels, pace, bits_allowed
+                )
+            else:
+                step = header["transport"]
+                out_meta, out_payload = _STEPS[step](meta, payload, worker, max_pixels)
         except OSError:
             raise  # the disk or the network, not this image: the main gives this worker up
         except Exception as exc:  # noqa: BLE001 - reported per image, never fatal for the chunk
             errors.append([index, str(exc) or type(exc).__name__])
             continue
-        done.append([index, out_meta])
+        done.append([index, out_meta, step])
         times.append([began, time.time()])
-        if header["transport"] != "path":
+        if step != "path":
             outputs.append(out_payload)
     result = {
         "chunk": header["chunk"],
@@ -236,6 +299,7 @@ def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int) ->
         "errors": errors,
         "times": times,
         "compute_s": time.perf_counter() - started,
+        "link_bps": pace.link_bps,
     }
     return result, outputs
 
@@ -367,12 +431,8 @@ def file_digest(path: str, head: int = 1 << 16) -> str:
         return hashlib.sha256(handle.read(head)).hexdigest()
 
 
-_STEPS = {
-    "pixels": _pixels_step,
-    "encoded": _encoded_step,
-    "compact": _compact_step,
-    "path": _path_step,
-}
+# each transport's step on one image, as its record names it
+_STEPS = {name: globals()[t.engine_step] for name, t in TRANSPORTS.items() if t.engine_step}
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,16 @@ It answers "how many workers can one main keep busy": about worker cost / main c
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import psutil
+
+from imgdist.bench import machine_info
+from imgdist.files import atomic_write
 
 
 @dataclass(frozen=True)
@@ -110,10 +115,13 @@ def _median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-def capacity(costs: Sequence[MainCost], worker_counts: Sequence[int] = (1, 2, 4, 8, 16, 32, 64)):
-    """The modelled speed-up over one worker for each count: min(N, workers the main can keep
-    busy), per transport (links not counted: see `link_capacity`)."""
-    return {
-        cost.transport: {n: min(float(n), cost.workers_kept_busy) for n in worker_counts}
-        for cost in costs
+def save_main_cost(path: Path | str, costs: Sequence[MainCost], **params: object) -> Path:
+    """The figures as JSON: {"main_cost": [{transport, main_ms, controller_ms, worker_ms,
+    main_side_ms, ratio, workers_kept_busy, images: [small, large]}], "machine", "params"}."""
+    data = {
+        "main_cost": [cost.to_json() for cost in costs],
+        "machine": machine_info(),
+        "params": params,
     }
+    atomic_write(Path(path), (json.dumps(data, indent=1) + "\n").encode())
+    return Path(path)

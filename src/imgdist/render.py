@@ -267,3 +267,23 @@ def scaling_table_text(points) -> str:
             f"peak RSS growth: {last.peak_rss_mb - first.peak_rss_mb:+.1f} MB"
         )
     return "\n".join(lines)
+
+
+def main_cost_table_text(costs) -> str:
+    """Per transport: CPU ms per image on the main's side and the workers', the ratio, and how
+    many workers one main keeps busy."""
+    header = (
+        f"{'transport':<10}{'main':>9}{'controller':>12}{'main side':>11}{'workers':>10}"
+        f"{'ratio':>8}{'workers fed':>13}"
+    )
+    lines = [header]
+    for cost in costs:
+        lines.append(
+            f"{cost.transport:<10}{cost.main_ms:>7.3f}ms{cost.controller_ms:>10.3f}ms"
+            f"{cost.main_side_ms:>9.3f}ms{cost.worker_ms:>8.3f}ms{cost.ratio:>8.3f}"
+            f"{cost.workers_kept_busy:>13.1f}"
+        )
+    lines.append(
+        "(CPU per image, marginal: a large run minus a small one; ratio = main side / workers)"
+    )
+    return "\n".join(lines)

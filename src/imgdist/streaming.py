@@ -3,12 +3,13 @@ worker. Workers pull chunks (two at a time, so the next is on its way while one 
 the main reads inputs and writes outputs and nothing else, unless a worker's link is the
 bottleneck and the main has CPU to spare: then that worker sends bits and the main encodes.
 
-Which step a chunk gets, per worker and per chunk, from measurements made during the run:
+How each image comes back is decided from measurements made during the run:
 - `path` for a worker that shares the main's disk (only names travel);
-- `compact` (bits back, ~19 KB instead of a 126 KB JPEG; the main encodes) when the worker
-  waited on its link to take its last results for over `LINK_BOUND` of its computing time,
-  and the main process used under `MAIN_SPARE` of a core over the last second;
-- `encoded` (the worker encodes the output; the main only writes bytes) otherwise.
+- otherwise the worker sends the output JPEG (`encoded`: the main only writes bytes), or, when
+  the main allows it, the image's bits (`compact`, ~1/6 of the bytes; the main encodes) if the
+  worker's link could not carry its JPEGs as fast as it makes them (its link measured from how
+  fast its first chunk arrived, its JPEG size and time from its last image). The main allows bits
+  while it used under `MAIN_SPARE` of a core over the last second.
 """
 
 from __future__ import annotations
@@ -24,24 +25,23 @@ from imgdist.errors import ImgdistError, WorkerLostError
 from imgdist.files import Item
 from imgdist.schedules import CONTROLLER_CHECK_S, MAX_BATCH, BatchRun
 from imgdist.transports import finish, prepare
+from imgdist.tuning import keep_freed_memory
 
-LINK_BOUND = 0.2  # waiting on the link for over a fifth of the compute time: the link limits
-MAIN_SPARE = 0.5  # the main may spend half a core on encoding for link-bound workers
+MAIN_SPARE = 0.6  # the main keeps 40% of a core for serving when it encodes for link-bound workers
 LOAD_WINDOW_S = 1.0
 SERVE_POLL_S = 0.05
+END_POLL_S = 0.002
 
 
 @dataclass
 class _Peer:
-    """One worker's data connection: what it holds and what it said about its last chunk."""
+    """One worker's data connection: what it holds and what it measured of its link."""
 
     worker: Worker
     peer: bytes = b""
     held: dict[int, tuple[list[Item], str, float]] = field(default_factory=dict)
     heard: float = 0.0
-    compute_s: float = 0.0
-    send_wait_s: float = 0.0  # over the last chunk
-    total_send_wait_s: float = 0.0
+    link_bps: float = 0.0  # what it measured with the probe
 
 
 class DirectRun(BatchRun):
@@ -59,12 +59,14 @@ class DirectRun(BatchRun):
             **kwargs,
         )
         self.shared = {eid for eid, route in routes.items() if route == "path"}
+        self.exhausted = False  # every input has been handed out
         self.chunk_number = 0
         self.cpu_marks = [(time.monotonic(), time.process_time())]
         self.steps: dict[str, int] = {}  # images sent per step, for the summary
 
     def execute(self) -> None:
         """Stream every input over the data route, then retry lost workers' images."""
+        keep_freed_memory()  # the route's buffers are reused, not faulted in again per image
         server = self.cluster.data_server(os.urandom(16))
         try:
             self._stream(server)
@@ -92,7 +94,13 @@ class DirectRun(BatchRun):
             peers[worker.name] = _Peer(worker, heard=time.monotonic())
         by_peer: dict[bytes, _Peer] = {}
         while tasks:
-            for event in server.serve(SERVE_POLL_S):
+            # nothing left to hand out or collect: only the tasks' ends are awaited, and
+            # ipyparallel does not wake this loop for them, so look often
+            only_ends = self.exhausted and not any(peer.held for peer in peers.values())
+            poll_s = END_POLL_S if only_ends else SERVE_POLL_S
+            # requests first: a worker waiting for data waits while the main writes results
+            events = sorted(server.serve(poll_s), key=lambda e: e.kind != "next")
+            for event in events:
                 peer = peers.get(event.worker)
                 if peer is None:
                     continue  # a worker of no task of this run: nothing is served to it
@@ -134,12 +142,14 @@ class DirectRun(BatchRun):
             payloads.append(payload)
             sendable.append(item)
         if not items:
+            self.exhausted = True
             server.send_none(peer.peer)
             return
         self.chunk_number += 1
         header = {"chunk": self.chunk_number, "transport": step, "items": metas}
+        if step == "encoded":
+            header["bits_allowed"] = self._main_load() < MAIN_SPARE
         peer.held[self.chunk_number] = (sendable, step, time.perf_counter())
-        self.steps[step] = self.steps.get(step, 0) + len(sendable)
         if not server.send_chunk(peer.peer, header, payloads if step != "path" else []):
             self._lose(peer)
 
@@ -150,10 +160,7 @@ class DirectRun(BatchRun):
         return max(1, min(MAX_BATCH, math.ceil(remaining / (4 * len(self.live)))))
 
     def _step(self, peer: _Peer) -> str:
-        if peer.worker.engine_id in self.shared:
-            return "path"
-        link_bound = peer.send_wait_s > LINK_BOUND * max(peer.compute_s, 1e-6)
-        return "compact" if link_bound and self._main_load() < MAIN_SPARE else "encoded"
+        return "path" if peer.worker.engine_id in self.shared else "encoded"
 
     def _main_load(self) -> float:
         """The share of one core this process used over about the last second."""
@@ -162,7 +169,9 @@ class DirectRun(BatchRun):
         while len(self.cpu_marks) > 2 and now - self.cpu_marks[1][0] > LOAD_WINDOW_S:
             self.cpu_marks.pop(0)
         then, cpu_then = self.cpu_marks[0]
-        return (cpu - cpu_then) / (now - then) if now > then else 0.0
+        if now - then < LOAD_WINDOW_S / 4:
+            return 0.0  # too short to say: the start of a run is all the main's own set-up
+        return (cpu - cpu_then) / (now - then)
 
     def _result(self, peer: _Peer, event: Event) -> None:
         header = event.header
@@ -171,23 +180,22 @@ class DirectRun(BatchRun):
             return  # not a chunk it holds: nothing it sent is written
         items, step, sent = held
         by_index = {item.index: item for item in items}
-        peer.compute_s = header.get("compute_s", 0.0)
-        total = header.get("send_wait_s", 0.0)
-        peer.send_wait_s, peer.total_send_wait_s = total - peer.total_send_wait_s, total
+        peer.link_bps = header.get("link_bps", 0.0)
         done = header.get("done", [])
         now = time.perf_counter()
         self.span(event.worker, sent - self.started, now - self.started, len(items))
         outputs = iter(event.frames) if step != "path" else None
-        for index, out_meta in done:
+        for index, out_meta, made_by in done:
             item = by_index.pop(index, None)
             payload = next(outputs).buffer if outputs is not None else b""
-            if item is None:
-                continue
+            if item is None or made_by not in (step, "compact"):
+                continue  # not an image of this chunk, or a step the main did not offer
             try:
-                finish(step, item, out_meta, payload, max_pixels=self.max_pixels)
+                finish(made_by, item, out_meta, payload, max_pixels=self.max_pixels)
             except (ImgdistError, OSError) as exc:
                 self.fail(item, str(exc))
                 continue
+            self.steps[made_by] = self.steps.get(made_by, 0) + 1
             self.succeed(item, event.worker)
         for index, reason in header.get("errors", []):
             item = by_index.pop(index, None)
