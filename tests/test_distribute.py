@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from imgdist.distribute import distribute
-from imgdist.transports import TRANSPORTS
 from imgdist.errors import ParameterError, WorkerNameError
 from imgdist.files import read_manifest
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
+from imgdist.transports import TRANSPORTS
 from imgdist.workers import Connections, resolve
 
 from .conftest import as_written
