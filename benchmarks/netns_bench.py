@@ -20,10 +20,10 @@ from pathlib import Path
 from tests.netns import TestNetwork, namespaces_usable
 
 CASES = {
-    "seed/2": {"transport": "pixels", "schedule": "round-robin"},
-    "encoded/2": {"transport": "encoded"},
-    "compact/2": {"transport": "compact"},
-    "fast/2": {},
+    "seed": {"transport": "pixels", "schedule": "round-robin"},
+    "encoded": {"transport": "encoded"},
+    "compact": {"transport": "compact"},
+    "fast": {},
 }
 MAIN_COST_TRANSPORTS = ("direct", "encoded", "compact")
 
@@ -40,7 +40,8 @@ def inner(args: argparse.Namespace) -> int:
     out = Path(args.out)
     with Cluster.start_local(0, controller_ip=args.ip, profile_dir=out / "profile") as cluster:
         (out / "engine-file").write_text(str(cluster.engine_connection_file))
-        workers = wait_for_workers(cluster, ["worker1@h1host", "worker2@h2host"], timeout_s=60)
+        names = [f"worker{i}@h{i}host" for i in range(1, args.workers + 1)]
+        workers = wait_for_workers(cluster, names, timeout_s=60)
         copies = make_copies(
             sample_portrait(), max(args.images, args.large), out / "data" / "images"
         )
@@ -59,14 +60,15 @@ def inner(args: argparse.Namespace) -> int:
 
             return run
 
+        cases = {f"{name}/{len(workers)}": options for name, options in CASES.items()}
         transports = {
             name: distribute(workers, copies[:1], out_dir=out / "data" / "outputs", **o).transport
-            for name, o in CASES.items()
+            for name, o in cases.items()
         }
         # how the images of one fast/2 run came back: which steps the measurements chose
         steps = distribute(workers, copies, out_dir=out / "data" / "outputs").steps
         report = measure(
-            {name: case(o) for name, o in CASES.items()},
+            {name: case(o) for name, o in cases.items()},
             runs=args.runs,
             warmup_runs=1,
             params={
@@ -78,9 +80,10 @@ def inner(args: argparse.Namespace) -> int:
             },
         )
         print(main_cost_table_text(costs))
-        print(bench_table_text(report, baseline="seed/2"))
-        print(f"fast/2 vs seed/2: {report.speedup('fast/2', 'seed/2'):.1f}x faster (by median)")
-        print(f"fast/2's images came back as: {steps}")
+        fast, seed = f"fast/{len(workers)}", f"seed/{len(workers)}"
+        print(bench_table_text(report, baseline=seed))
+        print(f"{fast} vs {seed}: {report.speedup(fast, seed):.1f}x faster (by median)")
+        print(f"{fast}'s images came back as: {steps}")
         if args.json:
             report.save(Path(args.json))
     return 0
@@ -117,7 +120,8 @@ def outer(args: argparse.Namespace) -> int:
     if reason:
         print(f"netns benchmark skipped: {reason}", file=sys.stderr)
         return 2
-    with TestNetwork(["main", "h1", "h2"]) as net, tempfile.TemporaryDirectory() as folder:
+    hosts = [f"h{i}" for i in range(1, args.workers + 1)]
+    with TestNetwork(["main", *hosts]) as net, tempfile.TemporaryDirectory() as folder:
         out = Path(folder)
         # the main's images: hidden from the workers, who share no disk with it
         (out / "data").mkdir()
@@ -142,6 +146,8 @@ def outer(args: argparse.Namespace) -> int:
                 str(args.small),
                 "--large",
                 str(args.large),
+                "--workers",
+                str(args.workers),
                 *(["--skip-main-cost"] if args.skip_main_cost else []),
                 "--link",
                 link,
@@ -157,7 +163,7 @@ def outer(args: argparse.Namespace) -> int:
                 return 1
             time.sleep(0.1)
         engine_file = (out / "engine-file").read_text()
-        for index, host in enumerate(("h1", "h2"), start=1):
+        for index, host in enumerate(hosts, start=1):
             net.popen(
                 host,
                 [
@@ -180,7 +186,7 @@ def outer(args: argparse.Namespace) -> int:
             if main.poll() is not None or time.monotonic() > deadline:
                 return main.wait()
             time.sleep(0.2)
-        link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in ("h1", "h2"))
+        link = "; ".join(net.shape(h, rate=args.rate, delay=args.delay) for h in hosts)
         (out / "shaped").write_text(link)
         code = main.wait(timeout=1800)
         print(f"links: {link}")
@@ -193,6 +199,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--small", type=int, default=64, help="main cost: the small run")
     parser.add_argument("--skip-main-cost", action="store_true", help="only the speed comparison")
+    parser.add_argument("--workers", type=int, default=2, help="worker hosts (default: 2)")
     parser.add_argument("--large", type=int, default=1024, help="main cost: the large run")
     parser.add_argument("--rate", default="100mbit")
     parser.add_argument("--delay", default="5ms")

@@ -201,10 +201,11 @@ def process_direct(
             if kind != b"chunk":
                 msg = f"the main ended this worker's data connection: {kind.decode()}"
                 raise ConnectionAbortedError(msg)
-            if first:
-                pace.arrived(sum(len(frame) for frame in frames), time.perf_counter() - started)
-                first = False
             header = json.loads(frames[0].bytes)
+            if first:  # asked for while idle: its time is the link's, but for the main's hold
+                wait = time.perf_counter() - started - header.get("held_s", 0.0)
+                pace.arrived(sum(len(frame) for frame in frames), wait)
+                first = False
             result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
             result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
             client.send_result(result, outputs)
@@ -220,8 +221,14 @@ DIRECT_TIMEOUT_S = 600.0  # the main gives up on a silent worker long before (it
 
 
 class _Pace:
-    """What this worker measured: its link (bytes/s, from its first chunks' arrival), its last
-    JPEG's size and the shortest time it took to make one."""
+    """What this worker measured: its link (bytes/s), its last JPEG's size and the shortest
+    time it took to make one.
+
+    The link is measured on each run's first chunk, asked for while this worker was idle: its
+    size over the time from asking to its arrival, less the time the main held the request
+    (it says so in the chunk). A chunk too small to fill the link (it passes in the link's
+    burst) leaves the previous measurement.
+    """
 
     def __init__(self) -> None:
         self.link_bps = 0.0
@@ -229,10 +236,9 @@ class _Pace:
         self.jpeg_s = 0.0
 
     def arrived(self, size: int, seconds: float) -> None:
-        """A run's first chunk arrived: it was asked for while this worker was idle, so its
-        time is the link's (unless it is small enough to pass in the link's burst)."""
-        if size >= 128 * 1024 or not self.link_bps:
-            self.link_bps = size / max(seconds, 1e-6)
+        """A run's first chunk: `size` bytes in `seconds` on the link."""
+        if size >= MIN_LINK_SAMPLE or not self.link_bps:
+            self.link_bps = size / max(seconds, 1e-4)
 
     def measured(self) -> bool:
         return bool(self.jpeg_bytes and self.link_bps)
@@ -246,6 +252,7 @@ class _Pace:
         self.jpeg_s = min(self.jpeg_s, seconds) if self.jpeg_s else seconds
 
 
+MIN_LINK_SAMPLE = 96 * 1024  # what a link's burst (tbf: 64 KB here) cannot swallow whole
 _PACES: dict[str, _Pace] = {}  # by the main's address
 
 
@@ -300,6 +307,7 @@ def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int, pa
         "times": times,
         "compute_s": time.perf_counter() - started,
         "link_bps": pace.link_bps,
+        "jpeg_s": pace.jpeg_s,
     }
     return result, outputs
 

@@ -7,9 +7,10 @@ How each image comes back is decided from measurements made during the run:
 - `path` for a worker that shares the main's disk (only names travel);
 - otherwise the worker sends the output JPEG (`encoded`: the main only writes bytes), or, when
   the main allows it, the image's bits (`compact`, ~1/6 of the bytes; the main encodes) if the
-  worker's link could not carry its JPEGs as fast as it makes them (its link measured from how
-  fast its first chunk arrived, its JPEG size and time from its last image). The main allows bits
-  while it used under `MAIN_SPARE` of a core over the last second.
+  worker's link could not carry its JPEGs as fast as it makes them (its link measured on its
+  first chunk of the run, less the time the main held the request; the size of its JPEGs and the
+  time it takes to make one). The main allows bits while its loop spent under `MAIN_SPARE` of
+  the last second working rather than waiting for workers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class _Peer:
     peer: bytes = b""
     held: dict[int, tuple[list[Item], str, float]] = field(default_factory=dict)
     heard: float = 0.0
-    link_bps: float = 0.0  # what it measured with the probe
+    link_bps: float = 0.0  # what it measured of its link
 
 
 class DirectRun(BatchRun):
@@ -61,7 +62,8 @@ class DirectRun(BatchRun):
         self.shared = {eid for eid, route in routes.items() if route == "path"}
         self.exhausted = False  # every input has been handed out
         self.chunk_number = 0
-        self.cpu_marks = [(time.monotonic(), time.process_time())]
+        # (end, seconds worked) of each loop turn: the loop's time not spent waiting in poll
+        self.busy_marks: list[tuple[float, float]] = []
         self.steps: dict[str, int] = {}  # images sent per step, for the summary
 
     def execute(self) -> None:
@@ -99,7 +101,10 @@ class DirectRun(BatchRun):
             only_ends = self.exhausted and not any(peer.held for peer in peers.values())
             poll_s = END_POLL_S if only_ends else SERVE_POLL_S
             # requests first: a worker waiting for data waits while the main writes results
+            waited = time.monotonic()
             events = sorted(server.serve(poll_s), key=lambda e: e.kind != "next")
+            turn_started = time.monotonic()
+            waited = turn_started - waited
             for event in events:
                 peer = peers.get(event.worker)
                 if peer is None:
@@ -107,7 +112,7 @@ class DirectRun(BatchRun):
                 peer.peer, peer.heard = event.peer, time.monotonic()
                 by_peer[event.peer] = peer
                 if event.kind == "next":
-                    self._next(server, peer)
+                    self._next(server, peer, since=turn_started)
                 elif event.kind == "result":
                     self._result(peer, event)
                 elif event.kind == "bye":
@@ -127,8 +132,10 @@ class DirectRun(BatchRun):
             if time.monotonic() - self.last_controller_check > CONTROLLER_CHECK_S:
                 self.check_controller()
                 self.last_controller_check = time.monotonic()
+            if events:  # a turn with work: how long it worked (time in poll was waiting)
+                self.busy_marks.append((time.monotonic(), time.monotonic() - turn_started))
 
-    def _next(self, server: DataServer, peer: _Peer) -> None:
+    def _next(self, server: DataServer, peer: _Peer, *, since: float) -> None:
         step = self._step(peer)
         items = self.take(self._chunk_size())
         metas, payloads, sendable = [], [], []
@@ -149,6 +156,7 @@ class DirectRun(BatchRun):
         header = {"chunk": self.chunk_number, "transport": step, "items": metas}
         if step == "encoded":
             header["bits_allowed"] = self._main_load() < MAIN_SPARE
+        header["held_s"] = time.monotonic() - since  # for the worker's measure of its link
         peer.held[self.chunk_number] = (sendable, step, time.perf_counter())
         if not server.send_chunk(peer.peer, header, payloads if step != "path" else []):
             self._lose(peer)
@@ -163,15 +171,17 @@ class DirectRun(BatchRun):
         return "path" if peer.worker.engine_id in self.shared else "encoded"
 
     def _main_load(self) -> float:
-        """The share of one core this process used over about the last second."""
-        now, cpu = time.monotonic(), time.process_time()
-        self.cpu_marks.append((now, cpu))
-        while len(self.cpu_marks) > 2 and now - self.cpu_marks[1][0] > LOAD_WINDOW_S:
-            self.cpu_marks.pop(0)
-        then, cpu_then = self.cpu_marks[0]
-        if now - then < LOAD_WINDOW_S / 4:
-            return 0.0  # too short to say: the start of a run is all the main's own set-up
-        return (cpu - cpu_then) / (now - then)
+        """The share of the last second this loop spent working rather than waiting for
+        workers: the main's own measure of how busy it is (its set-up before the first
+        request does not count)."""
+        now = time.monotonic()
+        while len(self.busy_marks) > 1 and now - self.busy_marks[0][0] > LOAD_WINDOW_S:
+            self.busy_marks.pop(0)
+        if not self.busy_marks:
+            return 0.0
+        start = self.busy_marks[0][0] - self.busy_marks[0][1]  # the first mark's interval start
+        busy = sum(worked for _, worked in self.busy_marks)
+        return busy / max(now - start, 1e-6)
 
     def _result(self, peer: _Peer, event: Event) -> None:
         header = event.header
