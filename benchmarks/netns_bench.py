@@ -46,6 +46,7 @@ def inner(args: argparse.Namespace) -> int:
             sample_portrait(), max(args.images, args.large), out / "data" / "images"
         )
         costs = [] if args.skip_main_cost else main_costs(cluster, workers, copies, out, args)
+        model = capacity_model(costs, copies[0], len(workers), tc_rate_bps(args.rate))
         (out / "shape-now").write_text("")  # the outer run shapes the links now
         deadline = time.monotonic() + 60
         while not (out / "shaped").exists() and time.monotonic() < deadline:
@@ -77,16 +78,89 @@ def inner(args: argparse.Namespace) -> int:
                 "transports": transports,
                 "fast_steps": steps,
                 "main_cost": [cost.to_json() for cost in costs],
+                "model": model,
+                "outputs_on": filesystem_type(out / "data"),
             },
         )
         print(main_cost_table_text(costs))
         fast, seed = f"fast/{len(workers)}", f"seed/{len(workers)}"
         print(bench_table_text(report, baseline=seed))
         print(f"{fast} vs {seed}: {report.speedup(fast, seed):.1f}x faster (by median)")
-        print(f"{fast}'s images came back as: {steps}")
+        print(f"{fast}'s images came back as: {steps}; outputs on {filesystem_type(out / 'data')}")
+        if model:
+            measured = args.images / report.case(fast).median_s
+            print(
+                f"{fast}: {measured:.0f} images/s measured; the capacity model says "
+                f"{model['images_per_s']:.0f} ({model['route']}, limited by {model['limited_by']})"
+            )
         if args.json:
             report.save(Path(args.json))
     return 0
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the file system `path` is on (ext4, tmpfs, ...), from /proc/mounts: the
+    main's cost per image depends on it (creating a file costs ~4x more on this VM's ext4)."""
+    best, kind = "", "unknown"
+    resolved = str(path.resolve())
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        mount = fields[1]
+        inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
+        if len(fields) > 2 and inside and len(mount) >= len(best):
+            best, kind = mount, fields[2]
+    return kind
+
+
+def tc_rate_bps(rate: str) -> float:
+    """tc's rate ('100mbit', '1gbit', '500kbit') in bits per second."""
+    units = {"gbit": 1e9, "mbit": 1e6, "kbit": 1e3, "bit": 1.0}
+    for unit, factor in units.items():
+        if rate.lower().endswith(unit):
+            return float(rate[: -len(unit)]) * factor
+    msg = f"--rate {rate!r} is not a tc rate; give e.g. 100mbit or 1gbit."
+    raise SystemExit(msg)
+
+
+def capacity_model(costs: list, image: Path, workers: int, rate_bps: float) -> dict:
+    """The capacity model for this test bed: the measured CPU per image (direct: the JPEG comes
+    back; compact's main and worker cost for the bits), the bytes of one portrait and its
+    output, each worker's link at `rate_bps`, the main's unshaped, all hosts on this machine's
+    cores."""
+    import os
+
+    from imgdist.codec import decode, encode, read_file
+    from imgdist.image import pack_mostly_binary, threshold_and_label
+    from imgdist.maincost import Route, mixed_capacity
+
+    by_name = {cost.transport: cost for cost in costs}
+    if not {"direct", "compact"} <= set(by_name):
+        return {}
+    data = read_file(image)
+    output = threshold_and_label(decode(data, image.name), "worker1@h1host")
+    direct, compact = by_name["direct"], by_name["compact"]
+    jpeg = Route(
+        "JPEG back", direct.main_side_ms, direct.worker_ms, len(data) + len(encode(output, ".jpg"))
+    )
+    bits = Route(
+        "bits back", compact.main_ms, compact.worker_ms, len(data) + len(pack_mostly_binary(output))
+    )
+    capacity = mixed_capacity(
+        jpeg,
+        bits,
+        workers,
+        main_link_bps=1e12,
+        worker_link_bps=rate_bps,
+        shared_cores=os.cpu_count() or 1,
+    )
+    return {
+        "routes": [vars(jpeg), vars(bits)],
+        "worker_link_bps": rate_bps,
+        "workers": workers,
+        "route": capacity.route,
+        "images_per_s": capacity.images_per_s,
+        "limited_by": capacity.limited_by,
+    }
 
 
 def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) -> list:
@@ -97,10 +171,11 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
     costs = []
     for transport in MAIN_COST_TRANSPORTS:
 
-        def run(n: int, transport: str = transport) -> None:
+        def run(n: int, transport: str = transport) -> dict:
             folder = out / "data" / f"cost-{transport}"
             result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
             assert result.ok, result.summary()
+            return result.steps
 
         costs.append(
             marginal_cost(
@@ -148,6 +223,8 @@ def outer(args: argparse.Namespace) -> int:
                 str(args.large),
                 "--workers",
                 str(args.workers),
+                "--rate",
+                args.rate,
                 *(["--skip-main-cost"] if args.skip_main_cost else []),
                 "--link",
                 link,

@@ -141,9 +141,12 @@ def test_main_cost_json_has_the_documented_shape(tmp_path):
     for row in costs.values():
         assert set(row) == {
             "transport", "main_ms", "controller_ms", "worker_ms", "images",
-            "main_side_ms", "ratio", "workers_kept_busy",
+            "main_side_ms", "ratio", "workers_kept_busy", "steps",
         }  # fmt: skip
         assert row["images"] == [64, 1024]
         assert row["worker_ms"] > 0
         assert row["ratio"] == pytest.approx(row["main_side_ms"] / row["worker_ms"])
         assert row["workers_kept_busy"] == pytest.approx(1 / row["ratio"])
+    # direct says how its images came back over the timed runs (3 x 64 + 3 x 1024 of them)
+    assert sum(costs["direct"]["steps"].values()) == 3 * (64 + 1024)
+    assert costs["encoded"]["steps"] == {}

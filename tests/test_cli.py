@@ -289,7 +289,7 @@ def test_too_few_ports_is_one_sentence(tmp_path, capsys):
     """A range narrower than the controller needs exits 2 before anything starts."""
     assert main(["run", "--ports", "50000-50009", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "ports '50000-50009' holds 10 ports, but the controller needs 18" in err
+    assert "ports '50000-50009' holds 10 ports, but imgdist needs 19" in err
 
 
 def test_resume_never_gives_a_kept_output_to_another_input(local_cluster, tmp_path, portrait_path):

@@ -9,8 +9,10 @@ import socket
 import psutil
 import pytest
 
-from imgdist.cluster import CONTROLLER_PORTS, Cluster, connection_ports
+from imgdist.cluster import CONTROLLER_PORTS, PORTS_NEEDED, Cluster, connection_ports
+from imgdist.distribute import distribute
 from imgdist.errors import ParameterError
+from imgdist.portrait import make_copies, sample_portrait
 from imgdist.runner import open_cluster, parse_ports
 
 from .conftest import wait_until
@@ -59,20 +61,25 @@ def test_stopping_a_connected_cluster_leaves_it_running(local_cluster):
 
 
 def test_ports_keep_every_controller_port_in_the_range(tmp_path):
-    """With ports=(LO, HI), every port in the client and engine connection files is in range."""
+    """With ports=(LO, HI) and the fewest ports allowed, every port in the client and engine
+    connection files is in range, and the data route finds its port there too (a direct run)."""
     low = 50_400
+    high = low + PORTS_NEEDED - 1
     cluster = Cluster.start_local(
-        1, profile_dir=tmp_path / "profile", ports=(low, low + CONTROLLER_PORTS + 5), timeout_s=60
+        1, profile_dir=tmp_path / "profile", ports=(low, high), timeout_s=60
     )
     try:
         ports = connection_ports(cluster.client_connection_file) + connection_ports(
             cluster.engine_connection_file
         )
-        assert len(cluster.workers()) == 1
+        inputs = make_copies(sample_portrait(), 4, tmp_path / "in")
+        result = distribute(cluster.workers(), inputs, out_dir=tmp_path / "out", transport="direct")
     finally:
         cluster.stop()
     assert ports
-    assert all(low <= port <= low + CONTROLLER_PORTS + 5 for port in ports), ports
+    assert all(low <= port <= high for port in ports), ports
+    assert result.ok, result.failed
+    assert result.steps == {"encoded": 4}
 
 
 def test_busy_ports_in_the_range_are_named():
@@ -93,7 +100,13 @@ def test_busy_ports_in_the_range_are_named():
         ("5-50000", "is not a range LO-HI"),
         ("50010-50000", "is not a range LO-HI"),
         ("abc-def", "is not a range LO-HI"),
-        ("50000-50005", "holds 6 ports, but the controller needs 18; give a wider range"),
+        (
+            "50000-50005",
+            (
+                r"holds 6 ports, but imgdist needs 19 \(18 for the controller, 1 for the data "
+                r"route\); give a wider range, e.g. 50000-50018\."
+            ),
+        ),
     ],
 )
 def test_port_range_errors(text, message):

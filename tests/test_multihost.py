@@ -210,6 +210,7 @@ def test_a_link_cut_mid_run(net, tmp_path):
         f"link cut when {outputs_at_cut} of 600 outputs existed; the job finished {after_cut:.1f} s later"
     )
     assert after_cut < 60
+    assert "(direct transport" in output  # the data route, not the controller, carried them
     assert "600 images processed, 0 failed" in output
     assert "Workers lost during the run: worker4@h4host" in output
     assert len(manifest_workers(out)) == 600

@@ -222,6 +222,7 @@ def run_scaling(counts: Sequence[int], *, n_engines: int = 2, runs: int = 3) -> 
                 samples.append(time.perf_counter() - started)
                 if not result.ok:
                     raise ImageError(result.summary())
+                return result.steps
             median = statistics.median(samples)
             peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             points.append(ScalingPoint(count, median, median / count * 1000, peak_kb / 1024))
@@ -250,12 +251,13 @@ def run_main_cost(
         for transport in transports:
             out = suite.scratch / "out" / transport
 
-            def run(n: int, transport: str = transport, out: Path = out) -> None:
+            def run(n: int, transport: str = transport, out: Path = out) -> dict:
                 result = distribute(
                     suite.workers, suite.sources[:n], out_dir=out, transport=transport
                 )
                 if not result.ok:
                     raise ImageError(result.summary())
+                return result.steps
 
             costs.append(
                 marginal_cost(

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="",
         metavar="LO-HI",
         help="keep every port the controller started here listens on in this range, for a "
-        "firewall (at least 18 ports, e.g. 50000-50099; default: random ports)",
+        "firewall (at least 19 ports, e.g. 50000-50099; default: random ports)",
     )
     run.add_argument(
         "--ssh",

@@ -54,6 +54,8 @@ LAUNCH_POLL_S = 0.25
 # broadcast, hb_ping, hb_pong, notification, and its schedulers' internal ones): "Used 18 random
 # ports" in its log.
 CONTROLLER_PORTS = 18
+DATA_ROUTE_PORTS = 1  # the direct transport's own connection, bound per run
+PORTS_NEEDED = CONTROLLER_PORTS + DATA_ROUTE_PORTS
 # ipyparallel's spelling of logging levels on its command lines
 _LEVEL_NAMES = {
     logging.DEBUG: "DEBUG",
@@ -707,7 +709,7 @@ class Cluster:
         if outside:
             msg = (
                 f"the controller listens on ports {outside} outside {ports[0]}-{ports[1]}; "
-                f"give a range of at least {CONTROLLER_PORTS} free ports."
+                f"give a range of at least {PORTS_NEEDED} free ports."
             )
             raise ParameterError(msg)
 
@@ -841,7 +843,8 @@ def _scp_args(ssh_args: list[str]) -> list[str]:
 
 
 def free_ports(address: str, ports: tuple[int, int]) -> list[int]:
-    """The first CONTROLLER_PORTS ports of the range (LO, HI) that nothing listens on here, or a
+    """The first CONTROLLER_PORTS ports of the range (LO, HI) that nothing listens on here (at
+    least PORTS_NEEDED must be free: the data route takes one more, from the top), or a
     ParameterError naming the busy ones."""
     free, busy = [], []
     for port in range(ports[0], ports[1] + 1):
@@ -853,11 +856,11 @@ def free_ports(address: str, ports: tuple[int, int]) -> list[int]:
                 busy.append(port)
                 continue
         free.append(port)
-        if len(free) == CONTROLLER_PORTS:
-            return free
+        if len(free) == PORTS_NEEDED:
+            return free[:CONTROLLER_PORTS]
     msg = (
-        f"ports {ports[0]}-{ports[1]} have {len(free)} free ports on {address}, but the controller "
-        f"needs {CONTROLLER_PORTS} (in use: {', '.join(map(str, busy[:10]))}"
+        f"ports {ports[0]}-{ports[1]} have {len(free)} free ports on {address}, but imgdist needs "
+        f"{PORTS_NEEDED} ({CONTROLLER_PORTS} for the controller, {DATA_ROUTE_PORTS} for the data route; in use: {', '.join(map(str, busy[:10]))}"
         f"{' ...' if len(busy) > 10 else ''}); give a wider or another range."
     )
     raise ParameterError(msg)

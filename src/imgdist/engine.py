@@ -6,6 +6,7 @@ worker machines need the same imgdist installed.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -172,8 +173,8 @@ def process_direct(
     on a shared disk) and whether the main has CPU to spare for encoding (`bits_allowed`);
     then this worker sends an image's bits instead of its JPEG (`compact`, ~1/6 of the bytes)
     when its link could not carry the JPEGs as fast as it makes them: measured, not assumed
-    (its link from how fast its first chunk arrived, the JPEG's size and the time to make it
-    from its last image). Returns `[worker, images processed]`.
+    (its link from how fast its chunks arrive, the JPEG's size and the time to make it from
+    its last image). Returns `[worker, images processed]`.
     """
     from IPython import get_ipython  # the engine's kernel: it holds the cluster's key
 
@@ -186,32 +187,31 @@ def process_direct(
     # what this engine measured in earlier runs for the same main stays: a run's first images
     # are its slowest (caches cold), which would understate the link's share
     pace = _PACES.setdefault(address.rpartition(":")[0], _Pace())
-    processed, waited, asked, first = 0, 0.0, 0, True
+    pace.new_run()
+    processed, waited, asks = 0, 0.0, collections.deque()
     try:
         for _ in range(prefetch):
             client.ask()
-            asked += 1
-        while asked:
+            asks.append(time.perf_counter())
+        while asks:
             started = time.perf_counter()
             kind, *frames = client.receive(DIRECT_TIMEOUT_S)
             waited += time.perf_counter() - started
-            asked -= 1
+            asked_at = asks.popleft()  # the main answers a worker's asks in order
             if kind == b"none":
                 continue
             if kind != b"chunk":
                 msg = f"the main ended this worker's data connection: {kind.decode()}"
                 raise ConnectionAbortedError(msg)
             header = json.loads(frames[0].bytes)
-            if first:  # asked for while idle: its time is the link's, but for the main's hold
-                wait = time.perf_counter() - started - header.get("held_s", 0.0)
-                pace.arrived(sum(len(frame) for frame in frames), wait)
-                first = False
+            seconds = time.perf_counter() - asked_at - header.get("held_s", 0.0)
+            pace.arrived(sum(len(frame) for frame in frames), seconds)
             result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
             result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
             client.send_result(result, outputs)
             processed += len(result["done"])
             client.ask()
-            asked += 1
+            asks.append(time.perf_counter())
     finally:
         client.close()
     return [worker, processed]
@@ -224,21 +224,29 @@ class _Pace:
     """What this worker measured: its link (bytes/s), its last JPEG's size and the shortest
     time it took to make one.
 
-    The link is measured on each run's first chunk, asked for while this worker was idle: its
-    size over the time from asking to its arrival, less the time the main held the request
-    (it says so in the chunk). A chunk too small to fill the link (it passes in the link's
-    burst) leaves the previous measurement.
+    Every chunk is a sample of the link: its size over the time from asking for it to having
+    it, less the time the main held the request (it says so in the chunk). Waiting for the
+    main, for this process's turn on a busy machine or behind another chunk only makes that
+    time longer, so each sample is a lower bound of the link's speed and the run's best sample
+    is its measure. Until a run has one, the previous run's measure holds. Chunks too small to
+    fill the link (they pass in its burst) are not samples.
     """
 
     def __init__(self) -> None:
-        self.link_bps = 0.0
+        self.link_bps = 0.0  # the measure in use
+        self.run_best = 0.0  # this run's best sample so far
         self.jpeg_bytes = 0
         self.jpeg_s = 0.0
 
+    def new_run(self) -> None:
+        self.run_best = 0.0
+
     def arrived(self, size: int, seconds: float) -> None:
-        """A run's first chunk: `size` bytes in `seconds` on the link."""
-        if size >= MIN_LINK_SAMPLE or not self.link_bps:
-            self.link_bps = size / max(seconds, 1e-4)
+        """A chunk of `size` bytes had by `seconds` after asking (less the main's hold)."""
+        if size < MIN_LINK_SAMPLE and self.link_bps:
+            return
+        self.run_best = max(self.run_best, size / max(seconds, 1e-4))
+        self.link_bps = self.run_best
 
     def measured(self) -> bool:
         return bool(self.jpeg_bytes and self.link_bps)

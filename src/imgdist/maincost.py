@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -28,6 +28,7 @@ class MainCost:
     controller_ms: float  # the controller and its schedulers
     worker_ms: float  # all engines together
     images: tuple[int, int]  # the small and the large run
+    steps: dict[str, int] = field(default_factory=dict)  # direct: images per step, timed runs
 
     @property
     def main_side_ms(self) -> float:
@@ -54,6 +55,73 @@ class MainCost:
         }
 
 
+@dataclass(frozen=True)
+class Route:
+    """One way an image can travel, for the capacity model: CPU per image on each side (one core
+    per worker, one for the main) and the bytes that cross the links."""
+
+    name: str
+    main_ms: float
+    worker_ms: float
+    bytes_per_image: float
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """The modelled throughput of `workers` workers on one route."""
+
+    route: str
+    workers: int
+    images_per_s: float
+    limited_by: str  # "workers", "the workers' links", "the main's CPU", "the main's link", "cores"
+
+
+def modelled_capacity(
+    route: Route,
+    workers: int,
+    *,
+    main_link_bps: float,
+    worker_link_bps: float,
+    shared_cores: int | None = None,
+) -> Capacity:
+    """min(N x worker rate, main rate, link rate): each worker does one image per `worker_ms`
+    unless its own link carries fewer; the main handles one per `main_ms`; every image's bytes
+    cross the main's link. `shared_cores`: main and workers on one machine of that many cores
+    (the netns test bed), which then cannot do more than cores / (main_ms + worker_ms)."""
+    per_worker = min(1000 / route.worker_ms, worker_link_bps / 8 / route.bytes_per_image)
+    limits = {
+        "workers" if per_worker * route.worker_ms >= 1000 - 1e-9 else "the workers' links": (
+            workers * per_worker
+        ),
+        "the main's CPU": 1000 / route.main_ms,
+        "the main's link": main_link_bps / 8 / route.bytes_per_image,
+    }
+    if shared_cores:
+        limits["cores"] = shared_cores * 1000 / (route.main_ms + route.worker_ms)
+    limited_by = min(limits, key=limits.__getitem__)
+    return Capacity(route.name, workers, limits[limited_by], limited_by)
+
+
+def mixed_capacity(jpeg: Route, bits: Route, workers: int, **links: float | None) -> Capacity:
+    """The best mix of two routes (a share of the images one way, the rest the other, in steps
+    of 1%): what `direct` aims for when it sends bits while the main has CPU to spare and JPEGs
+    otherwise. `links` as for `modelled_capacity`."""
+    best = None
+    for percent in range(101):
+        share = percent / 100
+        mix = Route(
+            f"{percent}% {bits.name}",
+            jpeg.main_ms + share * (bits.main_ms - jpeg.main_ms),
+            jpeg.worker_ms + share * (bits.worker_ms - jpeg.worker_ms),
+            jpeg.bytes_per_image + share * (bits.bytes_per_image - jpeg.bytes_per_image),
+        )
+        capacity = modelled_capacity(mix, workers, **links)  # type: ignore[arg-type]
+        if best is None or capacity.images_per_s > best.images_per_s + 1e-9:
+            best = capacity
+    assert best is not None
+    return best
+
+
 def cpu_seconds(pids: Sequence[int], *, with_children: bool = False) -> float:
     """User + system CPU seconds used so far by the processes `pids` (and their children)."""
     total = 0.0
@@ -71,7 +139,7 @@ def cpu_seconds(pids: Sequence[int], *, with_children: bool = False) -> float:
 
 def marginal_cost(
     transport: str,
-    run: Callable[[int], None],
+    run: Callable[[int], Mapping[str, int] | None],
     *,
     controller_pid: int,
     worker_pids: Sequence[int],
@@ -80,14 +148,17 @@ def marginal_cost(
     repeats: int = 3,
 ) -> MainCost:
     """Run `run(n)` for `small` and `large` images `repeats` times each, interleaved, counting
-    CPU per side; the cost per image is (large - small) / (large - small images), medians."""
+    CPU per side; the cost per image is (large - small) / (large - small images), medians.
+    `run` may return its run's steps (images per step): they are added up over the timed runs."""
     me = psutil.Process()
     samples: dict[int, list[tuple[float, float, float]]] = {small: [], large: []}
+    steps: dict[str, int] = {}
     run(small)  # warm-up: imports, caches, engines' first images
     for _ in range(repeats):
         for n in (small, large):
             before = _sides(me, controller_pid, worker_pids)
-            run(n)
+            for step, count in (run(n) or {}).items():
+                steps[step] = steps.get(step, 0) + count
             time.sleep(0.2)  # let the controller and engines finish their bookkeeping
             after = _sides(me, controller_pid, worker_pids)
             samples[n].append(tuple(b - a for a, b in zip(before, after, strict=True)))
@@ -97,7 +168,7 @@ def marginal_cost(
         * 1000
         for i in range(3)
     ]
-    return MainCost(transport, *per_image, images=(small, large))
+    return MainCost(transport, *per_image, images=(small, large), steps=steps)
 
 
 def _sides(me: psutil.Process, controller_pid: int, worker_pids: Sequence[int]) -> tuple:
@@ -117,7 +188,8 @@ def _median(values: list[float]) -> float:
 
 def save_main_cost(path: Path | str, costs: Sequence[MainCost], **params: object) -> Path:
     """The figures as JSON: {"main_cost": [{transport, main_ms, controller_ms, worker_ms,
-    main_side_ms, ratio, workers_kept_busy, images: [small, large]}], "machine", "params"}."""
+    main_side_ms, ratio, workers_kept_busy, images: [small, large], steps}], "machine",
+    "params"}."""
     data = {
         "main_cost": [cost.to_json() for cost in costs],
         "machine": machine_info(),

@@ -286,4 +286,8 @@ def main_cost_table_text(costs) -> str:
     lines.append(
         "(CPU per image, marginal: a large run minus a small one; ratio = main side / workers)"
     )
+    for cost in costs:
+        if cost.steps:
+            shown = ", ".join(f"{count} {step}" for step, count in sorted(cost.steps.items()))
+            lines.append(f"{cost.transport}'s images came back as: {shown}")
     return "\n".join(lines)

@@ -11,7 +11,14 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from imgdist.bench import BenchReport, measure
-from imgdist.cluster import CONTROLLER_PORTS, Cluster, Worker, connection_ports
+from imgdist.cluster import (
+    CONTROLLER_PORTS,
+    DATA_ROUTE_PORTS,
+    PORTS_NEEDED,
+    Cluster,
+    Worker,
+    connection_ports,
+)
 from imgdist.codec import JPEG_ALIASES
 from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, distribute
 from imgdist.engine import process_file
@@ -144,13 +151,14 @@ def parse_ports(text: str) -> tuple[int, int] | None:
     if not (sep and low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
         msg = (
             f"ports {text!r} is not a range LO-HI of TCP ports between 1024 and 65535; "
-            f"give e.g. 50000-50099 (at least {CONTROLLER_PORTS} ports)."
+            f"give e.g. 50000-50099 (at least {PORTS_NEEDED} ports)."
         )
         raise ParameterError(msg)
-    if int(high) - int(low) + 1 < CONTROLLER_PORTS:
+    if int(high) - int(low) + 1 < PORTS_NEEDED:
         msg = (
-            f"ports {text!r} holds {int(high) - int(low) + 1} ports, but the controller needs "
-            f"{CONTROLLER_PORTS}; give a wider range, e.g. {low}-{int(low) + CONTROLLER_PORTS - 1}."
+            f"ports {text!r} holds {int(high) - int(low) + 1} ports, but imgdist needs "
+            f"{PORTS_NEEDED} ({CONTROLLER_PORTS} for the controller, {DATA_ROUTE_PORTS} for the "
+            f"data route); give a wider range, e.g. {low}-{int(low) + PORTS_NEEDED - 1}."
         )
         raise ParameterError(msg)
     return int(low), int(high)
@@ -173,6 +181,10 @@ def join_instructions(engine_file: Path | None) -> str:
             " (loopback only: start it with another address for other machines)."
             if loopback
             else "."
+        ),
+        (
+            "Each run also opens one port there for its data route (the highest free port of "
+            "--ports, or a random one): workers connect to it too."
         ),
         "On each worker machine, copy the file (it holds the cluster's key: keep it private) and start a worker:",
         f"  scp {socket.gethostname()}:{engine_file} .",

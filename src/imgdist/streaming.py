@@ -7,9 +7,9 @@ How each image comes back is decided from measurements made during the run:
 - `path` for a worker that shares the main's disk (only names travel);
 - otherwise the worker sends the output JPEG (`encoded`: the main only writes bytes), or, when
   the main allows it, the image's bits (`compact`, ~1/6 of the bytes; the main encodes) if the
-  worker's link could not carry its JPEGs as fast as it makes them (its link measured on its
-  first chunk of the run, less the time the main held the request; the size of its JPEGs and the
-  time it takes to make one). The main allows bits while its loop spent under `MAIN_SPARE` of
+  worker's link could not carry its JPEGs as fast as it makes them (its link measured from how
+  fast its chunks arrive after it asks, less the time the main held each request: the run's
+  best such sample; the size of its JPEGs and the time it takes to make one). The main allows bits while its loop spent under `MAIN_SPARE` of
   the last second working rather than waiting for workers.
 """
 
@@ -32,6 +32,7 @@ MAIN_SPARE = 0.6  # the main keeps 40% of a core for serving when it encodes for
 LOAD_WINDOW_S = 1.0
 SERVE_POLL_S = 0.05
 END_POLL_S = 0.002
+QUEUED_S = 0.0005  # a poll that returned sooner found its messages already queued
 
 
 @dataclass
@@ -95,16 +96,20 @@ class DirectRun(BatchRun):
             tasks[future] = worker
             peers[worker.name] = _Peer(worker, heard=time.monotonic())
         by_peer: dict[bytes, _Peer] = {}
+        previous_turn = time.monotonic()  # the set-up above counts as a turn
         while tasks:
             # nothing left to hand out or collect: only the tasks' ends are awaited, and
             # ipyparallel does not wake this loop for them, so look often
             only_ends = self.exhausted and not any(peer.held for peer in peers.values())
             poll_s = END_POLL_S if only_ends else SERVE_POLL_S
             # requests first: a worker waiting for data waits while the main writes results
-            waited = time.monotonic()
+            poll_began = time.monotonic()
             events = sorted(server.serve(poll_s), key=lambda e: e.kind != "next")
             turn_started = time.monotonic()
-            waited = turn_started - waited
+            # what poll found at once may have waited since the previous turn began: the main
+            # held it that long (the worker's measure of its link leaves that time out)
+            since = turn_started if turn_started - poll_began > QUEUED_S else previous_turn
+            previous_turn = turn_started
             for event in events:
                 peer = peers.get(event.worker)
                 if peer is None:
@@ -112,7 +117,7 @@ class DirectRun(BatchRun):
                 peer.peer, peer.heard = event.peer, time.monotonic()
                 by_peer[event.peer] = peer
                 if event.kind == "next":
-                    self._next(server, peer, since=turn_started)
+                    self._next(server, peer, since=since)
                 elif event.kind == "result":
                     self._result(peer, event)
                 elif event.kind == "bye":

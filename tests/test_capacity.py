@@ -1,0 +1,53 @@
+"""The capacity model: min(N x worker rate, main rate, link rate), per route and mixed."""
+
+from __future__ import annotations
+
+import pytest
+
+from imgdist.maincost import Route, mixed_capacity, modelled_capacity
+
+GBIT = 1e9
+JPEG = Route("JPEG back", main_ms=0.5, worker_ms=2.0, bytes_per_image=200_000)
+BITS = Route("bits back", main_ms=2.0, worker_ms=2.0, bytes_per_image=80_000)
+
+
+def test_few_workers_are_the_limit():
+    capacity = modelled_capacity(JPEG, 2, main_link_bps=10 * GBIT, worker_link_bps=10 * GBIT)
+    assert capacity.images_per_s == pytest.approx(1000.0)  # 2 workers x 500 images/s
+    assert capacity.limited_by == "workers"
+
+
+def test_the_mains_cpu_caps_many_workers():
+    capacity = modelled_capacity(JPEG, 64, main_link_bps=100 * GBIT, worker_link_bps=10 * GBIT)
+    assert capacity.images_per_s == pytest.approx(2000.0)  # 1 / 0.5 ms
+    assert capacity.limited_by == "the main's CPU"
+
+
+def test_the_mains_link_caps_before_its_cpu():
+    capacity = modelled_capacity(JPEG, 64, main_link_bps=GBIT, worker_link_bps=GBIT)
+    assert capacity.images_per_s == pytest.approx(625.0)  # 125 MB/s over 200 KB
+    assert capacity.limited_by == "the main's link"
+
+
+def test_slow_worker_links_and_shared_cores():
+    slow = modelled_capacity(BITS, 2, main_link_bps=100 * GBIT, worker_link_bps=100e6)
+    assert slow.images_per_s == pytest.approx(2 * 12.5e6 / 80_000)
+    assert slow.limited_by == "the workers' links"
+    shared = modelled_capacity(
+        JPEG, 4, main_link_bps=100 * GBIT, worker_link_bps=10 * GBIT, shared_cores=2
+    )
+    assert shared.images_per_s == pytest.approx(2 * 1000 / 2.5)
+    assert shared.limited_by == "cores"
+
+
+def test_a_mix_beats_either_route_when_link_and_cpu_both_bind():
+    links = {"main_link_bps": GBIT, "worker_link_bps": GBIT}
+    jpeg = modelled_capacity(JPEG, 8, **links).images_per_s  # link-bound: 625
+    bits = modelled_capacity(BITS, 8, **links).images_per_s  # main-bound: 500
+    mixed = mixed_capacity(JPEG, BITS, 8, **links)
+    assert mixed.images_per_s > max(jpeg, bits)
+    assert mixed.route.endswith("% bits back")
+    # the mix is where link and CPU meet: 125e6 / bytes == 1000 / main_ms
+    share = int(mixed.route.split("%")[0]) / 100
+    main_ms = 0.5 + share * 1.5
+    assert mixed.images_per_s == pytest.approx(1000 / main_ms, rel=0.05)
