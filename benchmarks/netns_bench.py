@@ -32,10 +32,10 @@ def inner(args: argparse.Namespace) -> int:
     """In the main host: controller on its address, wait for the two workers, measure."""
     from imgdist.bench import measure
     from imgdist.cluster import Cluster
-    from imgdist.distribute import distribute
+    from imgdist.connections import wait_for_workers
+    from imgdist.distribution import distribute
     from imgdist.portrait import make_copies, sample_portrait
     from imgdist.render import bench_table_text, main_cost_table_text
-    from imgdist.workers import wait_for_workers
 
     out = Path(args.out)
     with Cluster.start_local(0, controller_ip=args.ip, profile_dir=out / "profile") as cluster:
@@ -165,7 +165,7 @@ def capacity_model(costs: list, image: Path, workers: int, rate_bps: float) -> d
 
 def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) -> list:
     """Main side against workers per image, across the hosts, links unshaped."""
-    from imgdist.distribute import distribute
+    from imgdist.distribution import distribute
     from imgdist.maincost import marginal_cost
 
     costs = []

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from imgdist.cluster import Cluster
+from imgdist.connections import resolve
 from imgdist.portrait import sample_portrait
 
 REPO = Path(__file__).resolve().parent.parent
 # the project's shared results checker (../shared/tools), the way results are judged
 CHECKER = REPO.parent / "shared" / "tools" / "check_results.py"
+HOST = socket.gethostname()
+WORKER_NAMES = [f"worker{i}@{HOST}" for i in range(1, 5)]  # the local cluster's engines
 
 # The tests' clusters live under a private IPython dir, so they never touch the user's profiles.
 os.environ.setdefault(
@@ -40,6 +45,18 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def workers(local_cluster: Cluster) -> list:
+    """The local cluster's four workers, found by name, in order."""
+    return resolve(local_cluster, WORKER_NAMES)
+
+
+@pytest.fixture(scope="module")
+def two_workers(local_cluster: Cluster) -> list:
+    """The local cluster's first two workers."""
+    return local_cluster.workers()[:2]
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +131,11 @@ def as_written(pixels, suffix: str = ".jpg"):
     import cv2
 
     return cv2.imdecode(cv2.imencode(suffix, pixels)[1], cv2.IMREAD_COLOR)
+
+
+def read_line(process: subprocess.Popen, *, timeout_s: float) -> str:
+    """The next line of `process`'s stdout, failing after `timeout_s`."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        assert selector.select(timeout=timeout_s), f"no output within {timeout_s} s"
+    return process.stdout.readline()

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from imgdist.cluster import Cluster
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.portrait import make_copies, sample_portrait
 from imgdist.widgets import WorkerForm
 

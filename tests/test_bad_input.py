@@ -3,24 +3,18 @@ one bad file fails only itself, and no input is ever written over."""
 
 from __future__ import annotations
 
-import socket
-
 import cv2
 import numpy as np
 import pytest
 
-from imgdist.distribute import distribute
+from imgdist.connections import resolve
+from imgdist.distribution import distribute
 from imgdist.errors import WorkerNameError
 from imgdist.image import threshold_and_label
-from imgdist.workers import non_ascii_note, resolve
+
+from .conftest import HOST
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
-
-
-@pytest.fixture(scope="module")
-def workers(local_cluster):
-    return local_cluster.workers()[:2]
 
 
 def write_png(path, pixels) -> None:
@@ -58,11 +52,11 @@ EXPECTED_FAILURES = {
 
 
 @pytest.mark.parametrize("transport", ["pixels", "encoded", "compact", "path"])
-def test_every_kind_of_file(workers, zoo, tmp_path, transport):
+def test_every_kind_of_file(two_workers, zoo, tmp_path, transport):
     """Good kinds decode to 8-bit BGR and are processed; bad ones fail alone, once, with their reason."""
     inputs = [*sorted(zoo.iterdir()), zoo / "missing.jpg"]
     out = tmp_path / f"out-{transport}"
-    result = distribute(workers, inputs, out_dir=out, transport=transport, max_pixels=400_000)
+    result = distribute(two_workers, inputs, out_dir=out, transport=transport, max_pixels=400_000)
     failed = {source.name: reason for source, reason in result.failed}
     assert sorted(failed) == sorted(EXPECTED_FAILURES)
     assert len(result.failed) == len(EXPECTED_FAILURES)
@@ -80,7 +74,7 @@ def test_every_kind_of_file(workers, zoo, tmp_path, transport):
     assert not result.ok
 
 
-def test_inputs_are_never_written_over(workers, tmp_path, portrait_path):
+def test_inputs_are_never_written_over(two_workers, tmp_path, portrait_path):
     """An input named like another input's output keeps its bytes; outputs get distinct names."""
     folder = tmp_path / "in"
     folder.mkdir()
@@ -91,7 +85,7 @@ def test_inputs_are_never_written_over(workers, tmp_path, portrait_path):
     other.mkdir()
     (other / "a.jpg").write_bytes(data)
     inputs = [folder / "a.jpg", folder / "a_processed.jpg", other / "a.jpg"]
-    result = distribute(workers, inputs, transport="encoded")  # outputs beside their sources
+    result = distribute(two_workers, inputs, transport="encoded")  # outputs beside their sources
     assert result.ok
     assert (folder / "a_processed.jpg").read_bytes() == data  # the input is untouched
     outputs = [e.output for e in result.processed]
@@ -102,14 +96,14 @@ def test_inputs_are_never_written_over(workers, tmp_path, portrait_path):
 @pytest.mark.parametrize(
     "name", ["..jpg", " spaced name .jpg", "ünïcødé.jpg", "new\nline.jpg", "-rf.jpg"]
 )
-def test_odd_file_names_stay_inside_the_output_folder(workers, tmp_path, portrait_path, name):
+def test_odd_file_names_stay_inside_the_output_folder(two_workers, tmp_path, portrait_path, name):
     """Whatever a file is called, its output lands in the output folder and nowhere else."""
     source = tmp_path / "in" / name
     source.parent.mkdir()
     source.write_bytes(portrait_path.read_bytes())
     out = tmp_path / "out"
     for transport in ("encoded", "path"):
-        result = distribute(workers, [source], out_dir=out, transport=transport)
+        result = distribute(two_workers, [source], out_dir=out, transport=transport)
         assert result.ok, result.summary()
         (entry,) = result.processed
         assert entry.output.parent == out.resolve()
@@ -123,11 +117,3 @@ def test_more_workers_than_engines(local_cluster):
         WorkerNameError, match=r"9 workers named but only 4 engines are running \(worker1@"
     ):
         resolve(local_cluster, names)
-
-
-def test_non_ascii_names_say_what_will_be_drawn():
-    """Hershey fonts draw only ASCII: the note shows the name as it will appear."""
-    assert non_ascii_note("wörker1@höst") == (
-        "'wörker1@höst' has non-ASCII characters; OpenCV's Hershey font will draw it as 'w?rker1@h?st'."
-    )
-    assert non_ascii_note("worker1@host") == ""

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,11 +20,10 @@ from imgdist.cli import main
 from imgdist.errors import ParameterError
 from imgdist.launchers import check_launcher
 
-from .conftest import REPO, check_results, wait_until
+from .conftest import HOST, REPO, check_results, wait_until
 from .slurm import SingleNodeSlurm, processes_with_env, slurm_usable
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
 SLURM = slurm_usable()
 MPI = "" if shutil.which("mpiexec") else "mpiexec is not installed (openmpi-bin)"
 

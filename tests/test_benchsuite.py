@@ -4,7 +4,6 @@ mode and peer writes the same pixels (up to the name each one draws)."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -19,7 +18,6 @@ from imgdist.image import threshold_and_label
 from .conftest import as_written
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
 
 
 def test_every_case_writes_the_same_pixels(tmp_path):

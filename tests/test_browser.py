@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import REPO
+from .conftest import HOST, REPO
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-HOST = socket.gethostname()
 
 pytestmark = [
     pytest.mark.browser,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -12,10 +11,9 @@ import pytest
 
 from imgdist.cli import main
 
-from .conftest import check_results, wait_until
+from .conftest import HOST, check_results, wait_until
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

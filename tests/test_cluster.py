@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,16 +14,16 @@ import psutil
 import pytest
 
 from imgdist.cluster import Cluster
-from imgdist.distribute import distribute
+from imgdist.cluster.connection import join_instructions
+from imgdist.connections import resolve
+from imgdist.distribution import distribute
 from imgdist.errors import ConnectionFileError, NoEnginesError
-from imgdist.runner import join_instructions, open_cluster
-from imgdist.worker import WorkerEngine
-from imgdist.workers import resolve
+from imgdist.local_worker import WorkerEngine
+from imgdist.runner import open_cluster
 
-from .conftest import start_plain_engine, wait_until
+from .conftest import HOST, read_line, start_plain_engine, wait_until
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
 
 
 @pytest.fixture
@@ -152,7 +151,7 @@ def test_worker_cli_runs_until_terminated(bare_controller, tmp_path):
     folders = set(Path(tempfile.gettempdir()).glob("imgdist-bob-*"))
     try:
         before = len(bare_controller.engine_ids)
-        first = process.stdout.readline()
+        first = read_line(process, timeout_s=60)
         assert f"Worker bob@{HOST} is running" in first
         bare_controller.wait_for_engines(before + 1, timeout_s=10)
         assert f"bob@{HOST}" in [w.name for w in bare_controller.workers()]
@@ -207,7 +206,7 @@ def test_worker_engine_dies_with_its_starter(bare_controller, tmp_path):
     before = len(bare_controller.engine_ids)
     script = (
         "import sys, time\n"
-        "from imgdist.worker import WorkerEngine\n"
+        "from imgdist.local_worker import WorkerEngine\n"
         "engine = WorkerEngine.start(sys.argv[1], 'orphan', work_dir=__import__('pathlib').Path(sys.argv[2]))\n"
         "engine.wait_registered(30)\n"
         "print(engine.process.pid, flush=True)\n"
@@ -225,7 +224,7 @@ def test_worker_engine_dies_with_its_starter(bare_controller, tmp_path):
         text=True,
     )
     try:
-        engine_pid = int(starter.stdout.readline())
+        engine_pid = int(read_line(starter, timeout_s=30))
         assert wait_until(lambda: len(bare_controller.engine_ids) == before + 1, timeout_s=20)
     finally:
         starter.kill()

@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import socket
-
 import cv2
 import numpy as np
 import pytest
 
-from imgdist.distribute import distribute
+from imgdist.connections import Connections, resolve
+from imgdist.distribution import distribute
 from imgdist.errors import ParameterError, WorkerNameError
 from imgdist.files import read_manifest
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
 from imgdist.transports import TRANSPORTS
-from imgdist.workers import Connections, resolve
 
-from .conftest import as_written
+from .conftest import WORKER_NAMES, as_written
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
-NAMES = [f"worker{i}@{HOST}" for i in range(1, 5)]
-
-
-@pytest.fixture(scope="module")
-def workers(local_cluster):
-    return resolve(local_cluster, NAMES)
+NAMES = WORKER_NAMES
 
 
 @pytest.fixture

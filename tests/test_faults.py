@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 from imgdist.cluster import Cluster
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.errors import ParameterError, RunError
 from imgdist.files import OutputPlan, read_manifest
 from imgdist.image import threshold_and_label
@@ -27,19 +27,13 @@ from .conftest import as_written, check_results, kill_engine, wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def cluster(local_cluster):
-    """This module's own 4-engine cluster (the tests kill its engines)."""
-    return local_cluster
-
-
 @pytest.fixture
-def four(cluster):
+def four(local_cluster):
     """Four live workers, replacing any that an earlier test killed."""
-    missing = 4 - len(cluster.engine_ids)
+    missing = 4 - len(local_cluster.engine_ids)
     if missing > 0:
-        cluster.start_engines(missing)
-    return cluster.workers()[:4]
+        local_cluster.start_engines(missing)
+    return local_cluster.workers()[:4]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +126,7 @@ def test_a_dead_workers_batches_are_the_last_answers(four, inputs, tmp_path, tra
     assert_complete(result, some, out, tmp_path / "manifest.json")
 
 
-def test_all_workers_gone_then_resume(four, cluster, inputs, tmp_path):
+def test_all_workers_gone_then_resume(four, local_cluster, inputs, tmp_path):
     """Every engine killed: a clear error, finished outputs kept; resume processes only the rest."""
     out, manifest = tmp_path / "out", tmp_path / "manifest.json"
     killer = KillAt(four, at=len(inputs) // 3)
@@ -150,8 +144,10 @@ def test_all_workers_gone_then_resume(four, cluster, inputs, tmp_path):
     # one finished output is damaged in the meantime: resume must redo it too
     damaged = kept[0].output
     damaged.write_bytes(damaged.read_bytes()[:1000])
-    cluster.start_engines(4 - len(cluster.engine_ids))
-    again = distribute(cluster.workers()[:4], inputs, out_dir=out, manifest=manifest, resume=True)
+    local_cluster.start_engines(4 - len(local_cluster.engine_ids))
+    again = distribute(
+        local_cluster.workers()[:4], inputs, out_dir=out, manifest=manifest, resume=True
+    )
     assert again.ok, again.summary()
     assert again.resumed == len(kept) - 1
     assert len(again.processed) == len(inputs)
@@ -200,14 +196,16 @@ def test_controller_gone_mid_run(tmp_path, portrait_path):
 
 
 @pytest.mark.parametrize("transport", ["compact", "path", "direct"])
-def test_a_worker_that_hangs_but_answers_heartbeats(cluster, four, inputs, tmp_path, transport):
+def test_a_worker_that_hangs_but_answers_heartbeats(
+    local_cluster, four, inputs, tmp_path, transport
+):
     """A worker whose engine is stuck (here: busy with another client's endless task, which
     keeps its heartbeat going) is given up after the stall timeout: its queued work is
     cancelled, it is interrupted, its images go to the others, and the run completes."""
     import ipyparallel as ipp
 
     stuck = four[2]
-    other = ipp.Client(str(cluster.client_connection_file))
+    other = ipp.Client(str(local_cluster.client_connection_file))
     try:
         endless = other[stuck.engine_id].apply_async(time.sleep, 600)
         time.sleep(0.5)  # the endless task is running before the run starts
@@ -232,13 +230,15 @@ def test_a_worker_that_hangs_but_answers_heartbeats(cluster, four, inputs, tmp_p
         # it was interrupted: the endless task ends with KeyboardInterrupt, the engine is free
         with pytest.raises(ipp.RemoteError, match="KeyboardInterrupt"):
             endless.get(timeout=30)
-        assert cluster.submit(stuck, "identity").result(timeout=30).pid == stuck.pid
+        assert local_cluster.submit(stuck, "identity").result(timeout=30).pid == stuck.pid
     finally:
         other.close()
 
 
 @pytest.mark.slow  # ~40 s: 300 photos of 3 Mpx, written and processed twice
-def test_a_main_killed_inside_a_claim_window_can_resume(cluster, four, tmp_path, portrait_path):
+def test_a_main_killed_inside_a_claim_window_can_resume(
+    local_cluster, four, tmp_path, portrait_path
+):
     """The manifest is checkpointed as workers report images, inside a window of claims: a main
     killed half-way through (one window, nothing answered yet) leaves a manifest of what was
     done and a stale lock, and `--resume` keeps those and processes only the rest, each once."""
@@ -249,7 +249,13 @@ def test_a_main_killed_inside_a_claim_window_can_resume(cluster, four, tmp_path,
         cv2.imwrite(str(photos / f"p{index}.jpg"), big)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "imgdist", "run", "--connection"]
-    command += [str(cluster.client_connection_file), "--inputs", str(photos), "--out", str(out)]
+    command += [
+        str(local_cluster.client_connection_file),
+        "--inputs",
+        str(photos),
+        "--out",
+        str(out),
+    ]
     main = subprocess.Popen([*command, "--transport", "path"], stdout=subprocess.DEVNULL)
     try:
         manifest = out / "manifest.json"
@@ -276,12 +282,12 @@ def test_a_main_killed_inside_a_claim_window_can_resume(cluster, four, tmp_path,
     check_results(out, "--exact", "--expect-images", 300)
 
 
-def test_the_first_report_of_an_image_wins(cluster, four, inputs, tmp_path):
+def test_the_first_report_of_an_image_wins(local_cluster, four, inputs, tmp_path):
     """An image reported twice (say, by a worker given up that answers after all) keeps its
     first output and manifest entry; the summary says a second report came."""
     result = RunResult("path", "balanced")
     run = BatchRun(
-        cluster,
+        local_cluster,
         four,
         iter(inputs[:1]),
         OutputPlan(tmp_path, inputs[:1]),

@@ -11,13 +11,13 @@ import sys
 import pytest
 
 from imgdist.errors import FolderBusyError
-from imgdist.files import LOCK_NAME, FolderLock
+from imgdist.lock import LOCK_NAME, FolderLock
 
 
 def try_lock(folder) -> subprocess.CompletedProcess:
     """Another process taking the lock on `folder`, as a second run would."""
     code = (
-        "import sys; from imgdist.files import FolderLock\n"
+        "import sys; from imgdist.lock import FolderLock\n"
         "from imgdist.errors import FolderBusyError\n"
         f"try:\n    with FolderLock([{str(folder)!r}]):\n        pass\n"
         "except FolderBusyError as exc:\n    sys.exit(str(exc))"

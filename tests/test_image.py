@@ -9,12 +9,9 @@ import zstandard
 
 from imgdist.image import (
     Wire,
-    copy_name,
-    drawable_label,
     from_wire,
     pack_mostly_binary,
     process_image,
-    processed_name,
     threshold_and_label,
     to_wire,
     unpack_mostly_binary,
@@ -80,19 +77,6 @@ def test_process_image_names_the_output(portrait_pixels):
     name, out = process_image("pic_d_3.jpg", to_wire(portrait_pixels), "w@h")
     assert name == "pic_d_3_processed.jpg"
     assert np.array_equal(out, reference(portrait_pixels, "w@h"))
-
-
-def test_names():
-    """Copies are `<base>_d_<i><ext>`, outputs `<base>_d_<i>_processed<ext>`."""
-    assert copy_name("grace_hopper", 7, ".jpg") == "grace_hopper_d_7.jpg"
-    assert processed_name("grace_hopper_d_7.jpg") == "grace_hopper_d_7_processed.jpg"
-    assert processed_name("dir/a.b.png") == "a.b_processed.png"
-
-
-def test_drawable_label_replaces_non_ascii():
-    """Hershey fonts draw ASCII only: other characters show as '?'."""
-    assert drawable_label("wörker@höst") == "w?rker@h?st"
-    assert drawable_label("worker1@lab") == "worker1@lab"
 
 
 def test_wire_is_frozen():

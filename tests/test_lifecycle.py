@@ -10,10 +10,10 @@ import psutil
 import pytest
 
 from imgdist.cluster import CONTROLLER_PORTS, PORTS_NEEDED, Cluster, connection_ports
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.errors import ParameterError
 from imgdist.portrait import make_copies, sample_portrait
-from imgdist.runner import open_cluster, parse_ports
+from imgdist.runner import open_cluster
 
 from .conftest import wait_until
 
@@ -91,28 +91,6 @@ def test_busy_ports_in_the_range_are_named():
         first = max(1024, port - CONTROLLER_PORTS + 1)
         with pytest.raises(ParameterError, match=rf"in use: .*{port}.*give a wider or another"):
             Cluster.start_local(1, ports=(first, first + CONTROLLER_PORTS - 1), timeout_s=10)
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("50000", "ports '50000' is not a range LO-HI of TCP ports between 1024 and 65535"),
-        ("5-50000", "is not a range LO-HI"),
-        ("50010-50000", "is not a range LO-HI"),
-        ("abc-def", "is not a range LO-HI"),
-        (
-            "50000-50005",
-            (
-                r"holds 6 ports, but imgdist needs 19 \(18 for the controller, 1 for the data "
-                r"route\); give a wider range, e.g. 50000-50018\."
-            ),
-        ),
-    ],
-)
-def test_port_range_errors(text, message):
-    """Malformed or too narrow port ranges are one sentence each."""
-    with pytest.raises(ParameterError, match=message):
-        parse_ports(text)
 
 
 def test_running_the_cluster_cell_again_reuses_the_cluster(tmp_path):

@@ -10,7 +10,7 @@ import time
 import cv2
 import pytest
 
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.files import read_manifest
 from imgdist.portrait import make_copies
 
@@ -30,12 +30,6 @@ def report(name: str, figures: dict) -> None:
     print(name, figures)
 
 
-@pytest.fixture(scope="module")
-def cluster(local_cluster):
-    """This module's own 4-engine cluster (the tests kill its engines)."""
-    return local_cluster
-
-
 def check_all_there(manifest, n_inputs: int) -> None:
     entries = read_manifest(manifest)
     assert len(entries) == n_inputs
@@ -44,12 +38,12 @@ def check_all_there(manifest, n_inputs: int) -> None:
         assert cv2.imread(str(entry.output)) is not None, entry.output
 
 
-def test_kill_one_of_four_mid_run_ten_times(cluster, tmp_path, portrait_path):
+def test_kill_one_of_four_mid_run_ten_times(local_cluster, tmp_path, portrait_path):
     """2,000 images, one of 4 engines SIGKILLed half-way, ten runs in a row: 0 lost, all decode."""
     inputs = make_copies(portrait_path, 2000, tmp_path / "in")
     figures = {"runs": [], "images_per_run": len(inputs)}
     for run in range(10):
-        workers = cluster.workers()[:4]
+        workers = local_cluster.workers()[:4]
         victim = workers[run % 4]
         fired = []
 
@@ -81,17 +75,17 @@ def test_kill_one_of_four_mid_run_ten_times(cluster, tmp_path, portrait_path):
                 "lost": 0,
             }
         )
-        cluster.start_engines(1, labels=[victim.name.partition("@")[0]])
+        local_cluster.start_engines(1, labels=[victim.name.partition("@")[0]])
     report("kill-one-of-four", figures)
 
 
-def test_soak_5000_images_engines_replaced(cluster, tmp_path, portrait_path):
+def test_soak_5000_images_engines_replaced(local_cluster, tmp_path, portrait_path):
     """5,000 images through 4 engines, one killed and a new one started every ~1,000 images:
     nothing lost, the new engines rejoin, and the main's peak RSS stays flat."""
     inputs = make_copies(portrait_path, 5000, tmp_path / "in")
-    while len(cluster.engine_ids) < 4:
-        cluster.start_engines(1)
-    workers = cluster.workers()[:4]
+    while len(local_cluster.engine_ids) < 4:
+        local_cluster.start_engines(1)
+    workers = local_cluster.workers()[:4]
     # warm up with a short run first, so the peak RSS below is what the long run adds
     distribute(workers, inputs[:200], out_dir=tmp_path / "warm", transport="encoded")
     rss_before = peak_rss_mb()
@@ -99,11 +93,11 @@ def test_soak_5000_images_engines_replaced(cluster, tmp_path, portrait_path):
 
     def kill_and_replace(progress):
         if progress.done >= 1000 * (len(kills) + 1) and len(kills) < 4:
-            live = cluster.workers()
+            live = local_cluster.workers()
             victim = live[len(kills) % len(live)]
             kill_engine(victim.pid)
             kills.append((progress.done, victim.name))
-            cluster.start_engines(1, labels=[victim.name.partition("@")[0]])
+            local_cluster.start_engines(1, labels=[victim.name.partition("@")[0]])
 
     out = tmp_path / "out"
     started = time.perf_counter()

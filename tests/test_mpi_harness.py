@@ -20,7 +20,7 @@ from ipyparallel import error as ipp_error
 from ipyparallel.cluster.launcher import MPIEngineSetLauncher
 from traitlets.config import Config
 
-from .conftest import wait_until
+from .conftest import HOST, wait_until
 from .slurm import find_binary, processes_with_env
 
 
@@ -45,7 +45,6 @@ pytestmark = [
     pytest.mark.slow,  # the fixture and ipyparallel's launchers themselves; imgdist's use: test_batch
     pytest.mark.skipif(bool(REASON), reason=REASON),
 ]
-HOST = socket.gethostname()
 ENGINE_TIMEOUT_S = 60
 ROOT_REFUSAL = "mpiexec has detected an attempt to run as root."
 ALLOW_ROOT_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}

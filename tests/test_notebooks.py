@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,10 +13,9 @@ import pytest
 from imgdist.errors import ImgdistError
 from imgdist.notebook import execute
 
-from .conftest import REPO, check_results, wait_until
+from .conftest import HOST, REPO, check_results, wait_until
 
 pytestmark = pytest.mark.integration
-HOST = socket.gethostname()
 
 
 def nbval(notebook: str, env: dict) -> subprocess.CompletedProcess:

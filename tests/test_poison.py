@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 
 from imgdist.cluster import Cluster
-from imgdist.distribute import distribute
+from imgdist.connections import resolve
+from imgdist.distribution import distribute
 from imgdist.portrait import make_copies
-from imgdist.workers import resolve
 
 from .conftest import check_results, wait_until
 

@@ -13,18 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.image import threshold_and_label
 
 pytestmark = pytest.mark.integration
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-@pytest.fixture(scope="module")
-def workers(local_cluster):
-    return local_cluster.workers()[:2]
 
 
 @st.composite
@@ -39,12 +34,14 @@ def images(draw):
 
 @SETTINGS
 @given(image=images(), transport=st.sampled_from(["pixels", "encoded", "compact", "path"]))
-def test_worker_result_equals_local(workers, image, transport):
+def test_worker_result_equals_local(two_workers, image, transport):
     """For a random image of any accepted kind, the worker's output equals the same work done here."""
     with tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "random.png"
         assert cv2.imwrite(str(source), image)
-        result = distribute(workers, [source], out_dir=Path(folder) / "out", transport=transport)
+        result = distribute(
+            two_workers, [source], out_dir=Path(folder) / "out", transport=transport
+        )
         (entry,) = result.processed
         expected = threshold_and_label(cv2.imread(str(source)), entry.worker)
         assert np.array_equal(cv2.imread(str(entry.output), cv2.IMREAD_UNCHANGED), expected)
@@ -63,7 +60,9 @@ BAD_KINDS = {
     transport=st.sampled_from(["pixels", "encoded", "compact", "path"]),
     schedule=st.sampled_from(["balanced", "round-robin"]),
 )
-def test_exactly_the_good_files_are_processed(workers, portrait_path, batch, transport, schedule):
+def test_exactly_the_good_files_are_processed(
+    two_workers, portrait_path, batch, transport, schedule
+):
     """In a random batch with bad files mixed in, the good ones are processed and each bad one is
     reported exactly once."""
     portrait = portrait_path.read_bytes()
@@ -75,7 +74,11 @@ def test_exactly_the_good_files_are_processed(workers, portrait_path, batch, tra
             path.write_bytes(portrait[: len(portrait) // 2] if data is None else data)
             sources.append(path)
         result = distribute(
-            workers, sources, out_dir=Path(folder) / "out", transport=transport, schedule=schedule
+            two_workers,
+            sources,
+            out_dir=Path(folder) / "out",
+            transport=transport,
+            schedule=schedule,
         )
         good = [p for p, kind in zip(sources, batch, strict=True) if kind == "good"]
         bad = [p for p, kind in zip(sources, batch, strict=True) if kind != "good"]

@@ -3,6 +3,7 @@ the README's commands are the ones CI and make run."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import tomllib
@@ -72,3 +73,54 @@ def test_the_readme_describes_every_transport():
     table = readme.split("| transport | what crosses |", 1)[1].split("\n\n", 1)[0]
     rows = [line.split("|")[1].strip().split()[0].strip("`") for line in table.splitlines()[2:]]
     assert rows == list(TRANSPORTS)
+
+
+def _modules():
+    return sorted((REPO / "src" / "imgdist").rglob("*.py"))
+
+
+def test_only_the_cluster_package_imports_ipyparallel():
+    """At module level, only `imgdist.cluster` imports ipyparallel (engine-side functions may
+    import its data channel inside themselves, on the engine)."""
+    importers = []
+    for path in _modules():
+        for node in ast.parse(path.read_text()).body:
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            if any(name.split(".")[0] == "ipyparallel" for name in names):
+                importers.append(path.relative_to(REPO / "src").as_posix())
+    assert importers
+    assert all(path.startswith("imgdist/cluster/") for path in importers), importers
+
+
+def test_the_readme_maps_every_module():
+    """The README's module map has a line for each module of the package."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    for path in _modules():
+        if path.name == "__main__.py":
+            continue
+        module = path.relative_to(REPO / "src").with_suffix("").as_posix().replace("/", ".")
+        module = module.removesuffix(".__init__")
+        assert f"`{module}`" in section, module
+
+
+def test_public_names_are_not_shadowed_by_modules():
+    """`from imgdist import X` gives the function or class X even after the modules are imported
+    (a module named like a public name would replace it on the package)."""
+    import importlib
+    import pkgutil
+
+    import imgdist
+
+    for module in pkgutil.walk_packages(imgdist.__path__, "imgdist."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+    for name in imgdist.__all__:
+        value = getattr(imgdist, name)
+        assert not isinstance(value, type(imgdist)), name

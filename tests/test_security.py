@@ -11,7 +11,7 @@ import pytest
 
 from imgdist.cluster import Cluster
 from imgdist.errors import ConnectionFileError, NoEnginesError
-from imgdist.worker import WorkerEngine
+from imgdist.local_worker import WorkerEngine
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from ipyparallel.cluster.launcher import SlurmEngineSetLauncher
 from traitlets.config import Config
 
 from . import slurm as slurm_module
-from .conftest import wait_until
+from .conftest import HOST, wait_until
 from .slurm import SingleNodeSlurm, SlurmError, processes_with_env, slurm_usable
 
 REASON = slurm_usable()
@@ -28,7 +28,6 @@ pytestmark = [
     pytest.mark.slow,  # the fixture and ipyparallel's launchers themselves; imgdist's use: test_batch
     pytest.mark.skipif(bool(REASON), reason=REASON),
 ]
-HOST = socket.gethostname()
 ENGINE_TIMEOUT_S = 60
 
 

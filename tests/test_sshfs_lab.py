@@ -10,7 +10,6 @@ import fcntl
 import hashlib
 import json
 import os
-import selectors
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 
 from imgdist.engine import file_digest
 
-from .conftest import REPO
+from .conftest import REPO, read_line
 from .netns import namespaces_usable
 from .sshfs_lab import DEFAULT_CACHE, PYTHON, SharedDiskLab, binaries_missing, mounts_under
 
@@ -93,14 +92,6 @@ def on_both(
         assert process.returncode == 0, stderr
         outputs.append(json.loads(stdout.strip().splitlines()[-1]))
     return outputs
-
-
-def read_line(process: subprocess.Popen, *, timeout_s: float) -> str:
-    """The next line of `process`'s stdout, failing after `timeout_s`."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        assert selector.select(timeout=timeout_s), f"no output within {timeout_s} s"
-    return process.stdout.readline()
 
 
 # The signal file holds a start time shortly ahead, so that both workers start together (within
@@ -347,12 +338,12 @@ def test_listing_is_fresh_only_without_sshfs_caches(lab, folder, tmp_path):
 
 
 def test_imgdist_claims_are_exact_over_sshfs(lab, folder):
-    """Two workers claim 300 chunks with imgdist's engine.claim (a file created exclusively per
+    """Two workers claim 300 chunks with imgdist.engine_claims.claim (a file created exclusively per
     chunk), as the `path` transport's engines do: over sshfs every chunk is taken exactly once.
     (The counter under flock it replaced gave 143-300 of 300 positions to both workers here.)"""
     (folder / "claims").mkdir()
     code = (
-        "import json, os, sys, time\nfrom imgdist.engine import claim\n"
+        "import json, os, sys, time\nfrom imgdist.engine_claims import claim\n"
         "folder, me, count = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
         + WAIT_FOR_SIGNAL
         + """

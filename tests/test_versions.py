@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from imgdist.connections import wait_for_workers
 from imgdist.errors import VersionMismatchError
-from imgdist.worker import WorkerEngine
-from imgdist.workers import wait_for_workers
+from imgdist.local_worker import WorkerEngine
 
 from .conftest import start_plain_engine
 

@@ -1,34 +1,65 @@
-"""imgdist: the Livebook's distributed image processing, with ipyparallel engines as workers."""
+"""imgdist: the Livebook's distributed image processing, with ipyparallel engines as workers.
+
+The names below are loaded on first use (PEP 562), so `import imgdist` and the command line
+start fast, and a module is imported only when something of it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.2.0"
 
-from imgdist.bench import BenchReport, measure
-from imgdist.cluster import Cluster, Worker
-from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, RunResult, distribute
-from imgdist.errors import ImgdistError
-from imgdist.image import from_wire, process_image, threshold_and_label, to_wire
-from imgdist.params import brief_errors, parameters
-from imgdist.portrait import get_portrait, make_copies
-from imgdist.render import (
-    bench_chart,
-    bench_table_html,
-    bench_table_text,
-    image_grid,
-    result_grid,
-    show_image,
-    speed_chart,
-    timeline_chart,
-    wire_summary,
-)
-from imgdist.runner import (
-    OWN_PROCESS,
-    check_out_dir,
-    join_instructions,
-    open_cluster,
-    speed_comparison,
-)
-from imgdist.transports import save_image
-from imgdist.workers import own_name
+_PUBLIC = {
+    "BenchReport": "imgdist.bench",
+    "Cluster": "imgdist.cluster",
+    "DEFAULT_SCHEDULE": "imgdist.defaults",
+    "DEFAULT_TRANSPORT": "imgdist.defaults",
+    "ImgdistError": "imgdist.errors",
+    "OWN_PROCESS": "imgdist.speed",
+    "RunResult": "imgdist.distribution",
+    "Worker": "imgdist.cluster",
+    "bench_chart": "imgdist.render",
+    "bench_table_html": "imgdist.render",
+    "bench_table_text": "imgdist.render",
+    "brief_errors": "imgdist.params",
+    "check_out_dir": "imgdist.runner",
+    "distribute": "imgdist.distribution",
+    "from_wire": "imgdist.image",
+    "get_portrait": "imgdist.portrait",
+    "image_grid": "imgdist.render",
+    "join_instructions": "imgdist.cluster.connection",
+    "make_copies": "imgdist.portrait",
+    "measure": "imgdist.bench",
+    "open_cluster": "imgdist.runner",
+    "own_name": "imgdist.names",
+    "parameters": "imgdist.params",
+    "process_image": "imgdist.image",
+    "result_grid": "imgdist.render",
+    "save_image": "imgdist.transports",
+    "show_image": "imgdist.render",
+    "speed_chart": "imgdist.render",
+    "speed_comparison": "imgdist.speed",
+    "threshold_and_label": "imgdist.image",
+    "timeline_chart": "imgdist.render",
+    "to_wire": "imgdist.image",
+    "wire_summary": "imgdist.render",
+}
+
+
+def __getattr__(name: str):
+    module = _PUBLIC.get(name)
+    if module is None:
+        msg = f"module 'imgdist' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
 
 __all__ = [
     "DEFAULT_SCHEDULE",

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from imgdist.errors import ParameterError
 from imgdist.files import atomic_write
 
@@ -113,12 +115,8 @@ class BenchReport:
 
 
 def percentile(samples: list[float], pct: float) -> float:
-    """The `pct`th percentile with linear interpolation (as numpy's default)."""
-    ordered = sorted(samples)
-    rank = (len(ordered) - 1) * pct / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    """The `pct`th percentile with linear interpolation (numpy's default)."""
+    return float(np.percentile(samples, pct))
 
 
 def machine_info() -> dict:

@@ -24,11 +24,11 @@ import cv2
 from imgdist.bench import BenchReport, measure
 from imgdist.cluster import Cluster, Worker
 from imgdist.codec import decode, encode, read_file
-from imgdist.distribute import distribute
+from imgdist.distribution import distribute
 from imgdist.errors import ImageError, ParameterError
 from imgdist.files import atomic_write
-from imgdist.image import copy_name
 from imgdist.maincost import MainCost, marginal_cost
+from imgdist.names import copy_name, output_name
 from imgdist.peers import CEILING, PEERS, start_peer
 from imgdist.portrait import get_portrait
 
@@ -78,7 +78,7 @@ def make_inputs(
 def pairs_for(sources: Sequence[Path], out_dir: Path) -> list[tuple[str, str]]:
     """(source, output) pairs with outputs named as `distribute` names them."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    return [(str(s), str(out_dir / f"{s.stem}_processed{s.suffix}")) for s in sources]
+    return [(str(s), str(out_dir / output_name(s.stem, s.suffix))) for s in sources]
 
 
 @dataclass

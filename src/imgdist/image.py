@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import PurePath
 
 import cv2
 import numpy as np
 import zstandard
+
+from imgdist.names import processed_name
 
 # The Livebook's parameters: threshold at 127 to 255, name at (10, 30) in Hershey simplex.
 THRESHOLD = 127
@@ -28,11 +29,6 @@ def threshold_and_label(image: np.ndarray, label: str) -> np.ndarray:
     out = np.ascontiguousarray(out)
     cv2.putText(out, label, LABEL_ORIGIN, LABEL_FONT, LABEL_SCALE, LABEL_COLOUR, LABEL_THICKNESS)
     return out
-
-
-def drawable_label(label: str) -> str:
-    """What Hershey fonts will draw for `label`: every non-ASCII character becomes '?'."""
-    return "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in label)
 
 
 @dataclass(frozen=True)
@@ -64,17 +60,6 @@ def process_image(source_name: str, wire: Wire, label: str) -> tuple[str, np.nda
     Returns the output's file name and the processed pixels.
     """
     return processed_name(source_name), threshold_and_label(from_wire(wire), label)
-
-
-def processed_name(source_name: str) -> str:
-    """`<base>_d_3.jpg` -> `<base>_d_3_processed.jpg`, as the Livebook names outputs."""
-    path = PurePath(source_name)
-    return f"{path.stem}_processed{path.suffix}"
-
-
-def copy_name(base: str, index: int, ext: str) -> str:
-    """The Livebook's name for copy `index` of a portrait: `<base>_d_<index><ext>`."""
-    return f"{base}_d_{index}{ext}"
 
 
 def pack_mostly_binary(image: np.ndarray) -> bytes:

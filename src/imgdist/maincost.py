@@ -8,6 +8,7 @@ It answers "how many workers can one main keep busy": about worker cost / main c
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -163,7 +164,10 @@ def marginal_cost(
             after = _sides(me, controller_pid, worker_pids)
             samples[n].append(tuple(b - a for a, b in zip(before, after, strict=True)))
     per_image = [
-        (_median([s[i] for s in samples[large]]) - _median([s[i] for s in samples[small]]))
+        (
+            statistics.median([s[i] for s in samples[large]])
+            - statistics.median([s[i] for s in samples[small]])
+        )
         / (large - small)
         * 1000
         for i in range(3)
@@ -178,12 +182,6 @@ def _sides(me: psutil.Process, controller_pid: int, worker_pids: Sequence[int]) 
         cpu_seconds([controller_pid], with_children=True),
         cpu_seconds(worker_pids),
     )
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def save_main_cost(path: Path | str, costs: Sequence[MainCost], **params: object) -> Path:

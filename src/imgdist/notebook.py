@@ -50,7 +50,7 @@ def execute_main(notebook: Path, out_dir: Path, *, timeout_s: float = 600.0) -> 
     """`make run`: execute the main notebook into `out_dir` and print the table and where files are."""
     from imgdist.bench import BenchReport
     from imgdist.render import bench_table_text
-    from imgdist.runner import OWN_PROCESS
+    from imgdist.speed import OWN_PROCESS
 
     out_dir = Path(out_dir).resolve()
     executed = execute(

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from imgdist.engine import process_file
+from imgdist.names import name_of
 from imgdist.tuning import tune_for_images
 
-PEERS = ("multiprocessing", "process-pool", "dask")
 CEILING = "split"  # not a peer: the machine's own limit for that many processes
 Pairs = Sequence[tuple[str, str]]
 
@@ -43,7 +43,7 @@ class LocalPeer:
     name = "local"
 
     def __init__(self, n_processes: int = 1) -> None:
-        self.label = f"local@{socket.gethostname()}"
+        self.label = name_of("local", socket.gethostname())
         self.pool = multiprocessing.get_context("spawn").Pool(1, initializer=tune_for_images)
 
     def run(self, pairs: Pairs) -> None:
@@ -61,7 +61,7 @@ class PoolPeer:
 
     def __init__(self, n_processes: int) -> None:
         self.n = n_processes
-        self.label = f"multiprocessing@{socket.gethostname()}"
+        self.label = name_of("multiprocessing", socket.gethostname())
         context = multiprocessing.get_context("spawn")  # fork is unsafe beside zmq's threads
         self.pool = context.Pool(n_processes, initializer=tune_for_images)
 
@@ -86,7 +86,7 @@ class SplitCeiling:
 
     def __init__(self, n_processes: int) -> None:
         self.n = n_processes
-        self.label = f"{CEILING}{n_processes}@{socket.gethostname()}"
+        self.label = name_of(f"{CEILING}{n_processes}", socket.gethostname())
         context = multiprocessing.get_context("spawn")
         self.pool = context.Pool(n_processes, initializer=tune_for_images)
 
@@ -106,7 +106,7 @@ class ProcessPoolPeer:
 
     def __init__(self, n_processes: int) -> None:
         self.n = n_processes
-        self.label = f"process-pool@{socket.gethostname()}"
+        self.label = name_of("process-pool", socket.gethostname())
         self.executor = ProcessPoolExecutor(
             n_processes,
             mp_context=multiprocessing.get_context("spawn"),
@@ -137,7 +137,7 @@ class DaskPeer:
     def __init__(self, n_processes: int) -> None:
         from dask.distributed import Client, LocalCluster
 
-        self.label = f"dask@{socket.gethostname()}"
+        self.label = name_of("dask", socket.gethostname())
         self.cluster = LocalCluster(
             n_workers=n_processes,
             threads_per_worker=1,
@@ -160,14 +160,12 @@ class DaskPeer:
             self.cluster.close()
 
 
+# what a user would pick instead of imgdist, by the benchmark's case names
+PEER_KINDS = {"multiprocessing": PoolPeer, "process-pool": ProcessPoolPeer, "dask": DaskPeer}
+PEERS = tuple(PEER_KINDS)
+_KINDS = {"local": LocalPeer, **PEER_KINDS, CEILING: SplitCeiling}
+
+
 def start_peer(name: str, n_processes: int | None = None):
     """Start the peer called `name` with `n_processes` (default: as many as cores)."""
-    n = n_processes or os.cpu_count() or 1
-    kinds = {
-        "local": LocalPeer,
-        "multiprocessing": PoolPeer,
-        "process-pool": ProcessPoolPeer,
-        "dask": DaskPeer,
-        CEILING: SplitCeiling,
-    }
-    return kinds[name](n)
+    return _KINDS[name](n_processes or os.cpu_count() or 1)

@@ -11,7 +11,7 @@ import numpy as np
 from imgdist.codec import decode, read_file
 from imgdist.errors import DownloadError, ParameterError
 from imgdist.files import atomic_write, write_new
-from imgdist.image import copy_name
+from imgdist.names import copy_name
 
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_MAX_BYTES = 20_000_000

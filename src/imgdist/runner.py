@@ -1,31 +1,19 @@
-"""The main job, shared by the notebook and `imgdist run`: inputs, cluster, run, speed comparison."""
+"""The main job, shared by the notebook and `imgdist run`: the output folder, the inputs, the cluster."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import socket
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
-from imgdist.bench import BenchReport, measure
 from imgdist.cluster import (
-    CONTROLLER_PORTS,
-    DATA_ROUTE_PORTS,
-    PORTS_NEEDED,
     Cluster,
-    Worker,
-    connection_ports,
 )
+from imgdist.cluster.connection import parse_ports
 from imgdist.codec import JPEG_ALIASES
-from imgdist.distribute import DEFAULT_SCHEDULE, DEFAULT_TRANSPORT, distribute
-from imgdist.engine import process_file
 from imgdist.errors import ImageError, ParameterError
-from imgdist.image import processed_name
 from imgdist.portrait import get_portrait, make_copies
-from imgdist.workers import own_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", *JPEG_ALIASES)
 
@@ -141,126 +129,3 @@ def open_cluster(
         )
     _open[key] = cluster
     return cluster
-
-
-def parse_ports(text: str) -> tuple[int, int] | None:
-    """'LO-HI' as (LO, HI), '' as None; a ParameterError for anything else."""
-    if not str(text).strip():
-        return None
-    low, sep, high = str(text).strip().partition("-")
-    if not (sep and low.isdigit() and high.isdigit() and 1024 <= int(low) <= int(high) <= 65535):
-        msg = (
-            f"ports {text!r} is not a range LO-HI of TCP ports between 1024 and 65535; "
-            f"give e.g. 50000-50099 (at least {PORTS_NEEDED} ports)."
-        )
-        raise ParameterError(msg)
-    if int(high) - int(low) + 1 < PORTS_NEEDED:
-        msg = (
-            f"ports {text!r} holds {int(high) - int(low) + 1} ports, but imgdist needs "
-            f"{PORTS_NEEDED} ({CONTROLLER_PORTS} for the controller, {DATA_ROUTE_PORTS} for the "
-            f"data route); give a wider range, e.g. {low}-{int(low) + PORTS_NEEDED - 1}."
-        )
-        raise ParameterError(msg)
-    return int(low), int(high)
-
-
-def join_instructions(engine_file: Path | None) -> str:
-    """How a worker machine joins: the file to copy (never its key), the command, the ports."""
-    if engine_file is None:
-        return (
-            "This cluster's engine connection file is not on this machine; ask whoever started it."
-        )
-    info = json.loads(Path(engine_file).read_text())
-    address = str(info.get("interface", "")).removeprefix("tcp://")
-    ports = connection_ports(engine_file)
-    loopback = address.startswith("127.") or address in ("localhost", "::1")
-    lines = [
-        f"Engine connection file: {engine_file}",
-        f"The controller listens on {address}, TCP ports {', '.join(map(str, ports))}"
-        + (
-            " (loopback only: start it with another address for other machines)."
-            if loopback
-            else "."
-        ),
-        (
-            "Each run also opens one port there for its data route (the highest free port of "
-            "--ports, or a random one): workers connect to it too."
-        ),
-        "On each worker machine, copy the file (it holds the cluster's key: keep it private) and start a worker:",
-        f"  scp {socket.gethostname()}:{engine_file} .",
-        f"  imgdist worker --connection {Path(engine_file).name} --name worker1",
-    ]
-    return "\n".join(lines)
-
-
-def worker_count_label(n: int) -> str:
-    """'1 worker', '2 workers', ... as the Livebook's Benchee cases are named."""
-    return f"{n} worker" if n == 1 else f"{n} workers"
-
-
-OWN_PROCESS = "own process"
-SEED_PREFIX = "seed: "
-
-
-def speed_comparison(
-    workers: Sequence[Worker],
-    sources: Sequence[Path],
-    *,
-    counts: Sequence[int] = (1, 2, 4),
-    runs: int = 5,
-    warmup_runs: int = 1,
-    transport: str = DEFAULT_TRANSPORT,
-    schedule: str = DEFAULT_SCHEDULE,
-    include_seed: bool = True,
-    scratch: Path | None = None,
-) -> BenchReport:
-    """Benchee-style timing of the job: done in this process with no workers (`own process`, the
-    reference), then on the first 1, 2, 4 workers with `transport` and `schedule`, and with the
-    Livebook's flow (`seed: ...`: pixels, round-robin)."""
-    counts = [n for n in counts if n <= len(workers)]
-    if not counts:
-        msg = (
-            f"no worker counts to compare with {len(workers)} workers; connect at least one worker."
-        )
-        raise ParameterError(msg)
-    scratch_dir = Path(tempfile.mkdtemp(prefix="imgdist-bench-", dir=scratch))
-    label = own_name()
-    cases = {
-        OWN_PROCESS: lambda: [
-            process_file(source, scratch_dir / processed_name(str(source)), label)
-            for source in sources
-        ]
-    }
-    modes = [("", transport, schedule)]
-    if include_seed:
-        modes.append((SEED_PREFIX, "pixels", "round-robin"))
-    for prefix, mode_transport, mode_schedule in modes:
-        for n in counts:
-
-            def case(n=n, transport=mode_transport, schedule=mode_schedule):
-                result = distribute(
-                    workers[:n],
-                    sources,
-                    out_dir=scratch_dir,
-                    transport=transport,
-                    schedule=schedule,
-                )
-                if not result.ok:
-                    raise ImageError(result.summary())
-
-            cases[f"{prefix}{worker_count_label(n)}"] = case
-    try:
-        return measure(
-            cases,
-            runs=runs,
-            warmup_runs=warmup_runs,
-            params={
-                "images": len(sources),
-                "workers": [w.name for w in workers],
-                "transport": transport,
-                "schedule": schedule,
-                "reference": OWN_PROCESS,
-            },
-        )
-    finally:
-        shutil.rmtree(scratch_dir, ignore_errors=True)

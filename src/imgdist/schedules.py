@@ -4,9 +4,8 @@
   Livebook's: one image per message, worker after worker, up to 4 in flight. `balanced`
   sends guided batches (large first, smaller towards the end), two in flight per worker, so
   per-message overhead is amortised and a slow worker holds back only a small batch.
-- `ClaimRun`: `path` transport with `balanced` schedule. Every worker gets the same window
-  of names in one message and claims images one by one from a counter on the shared disk,
-  so there is one message per worker per window and perfect balance.
+- `ClaimRun` (in `claims`): `path` transport with `balanced` schedule, claims on the shared disk.
+- `DirectRun` (in `streaming`): the `direct` transport's data route.
 
 Both resubmit the work of a worker that dies, or that stops making progress for the stall
 timeout while still answering heartbeats (its queued work is aborted and it is interrupted),
@@ -19,20 +18,14 @@ named, instead of walking through the cluster (Dask's `allowed-failures`).
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import math
-import shutil
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
-from imgdist.cluster import Cluster, Worker
-from imgdist.errors import ImgdistError, RunError, WorkerLostError
-from imgdist.files import Item, ManifestEntry, OutputPlan, remove_partial, write_manifest
-from imgdist.results import Progress, RunResult, Span
+from imgdist.cluster import Worker
+from imgdist.errors import ImgdistError
+from imgdist.files import Item
+from imgdist.runbase import CONTROLLER_CHECK_S, PROGRESS_POLL_S, RunBase
 from imgdist.transports import finish, prepare
 
 SEED_IN_FLIGHT = 4  # the Livebook's Flow: stages: 4, max_demand: 1
@@ -42,191 +35,6 @@ MAX_BATCH = 16  # bounds the bytes in flight: 2 x workers x 16 images
 # each message costs a round trip, and over 100 Mbit/s links a tail of one-image batches made
 # 32 portraits take 185 ms instead of 154 ms with batches of 4 (measured side by side).
 MIN_BATCH = 4
-CLAIM_WINDOW = 1024
-ALLOWED_DEATHS = 2  # workers an image may take down with it before it is given up
-PROGRESS_POLL_S = 0.25
-MANIFEST_CHECKPOINT_S = 2.0
-CONTROLLER_CHECK_S = 2.0
-REJOIN_CHECK_S = 1.0
-
-
-class _Run:
-    """What every schedule shares: the input feed, retries, outcomes and progress."""
-
-    def __init__(
-        self,
-        cluster: Cluster,
-        workers: list[Worker],
-        images: Iterator,
-        plan: OutputPlan,
-        result: RunResult,
-        *,
-        total: int | None,
-        stall_timeout_s: float,
-        max_pixels: int,
-        on_progress: Callable[[Progress], None] | None,
-        manifest: Path | None = None,
-        previous: dict[Path, ManifestEntry] | None = None,
-        allowed_deaths: int = ALLOWED_DEATHS,
-    ) -> None:
-        self.cluster = cluster
-        self.live = list(workers)
-        self.images = images
-        self.plan = plan
-        self.result = result
-        self.total = total
-        self.stall_timeout_s = stall_timeout_s
-        self.max_pixels = max_pixels
-        self.on_progress = on_progress
-        self.manifest = manifest
-        self.previous = previous or {}
-        self.allowed_deaths = allowed_deaths
-        # images a lost worker held: each is retried alone, on a worker holding nothing else
-        self.suspects: deque[Item] = deque()
-        self.deaths: dict[int, list[str]] = {}  # image index -> workers lost while holding it
-        self.taken = 0
-        self.order: dict[Path, int] = {}
-        self.per_worker: dict[str, int] = {}
-        self.last_checkpoint = time.monotonic()
-        self.seen_ids = set(cluster.engine_ids)
-        self.last_rejoin_check = 0.0
-        self.last_controller_check = time.monotonic()
-        # the timeline's zero, on this process's clock and on the wall clock (engines report in it)
-        self.started = time.perf_counter()
-        self.started_wall = time.time()
-
-    def take(self, n: int) -> list[Item]:
-        """Up to `n` new items, read lazily from the input.
-
-        Inputs whose output a previous run finished (when resuming) are kept, not sent.
-        """
-        items: list[Item] = []
-        while len(items) < n:
-            source = next(self.images, None)
-            if source is None:
-                break
-            kept = self.previous.pop(Path(source).resolve(), None) if self.previous else None
-            if kept is not None:  # its output keeps its name, which the plan holds reserved
-                self.order[kept.output] = self.taken
-                self.result.processed.append(kept)
-                self.result.resumed += 1
-            else:
-                items.append(self.plan.item(self.taken, source))
-            self.taken += 1
-        return items
-
-    def manifest_entries(self) -> list[ManifestEntry]:
-        """What the manifest lists: this run's outputs, and (when resuming) the previous run's
-        outputs of inputs not reached yet or not part of this run, which stay valid."""
-        return [*self.result.processed, *self.previous.values()]
-
-    def remaining(self) -> int | None:
-        """Images not yet handed out, when the total is known."""
-        return None if self.total is None else len(self.suspects) + self.total - self.taken
-
-    def lose(self, workers: list[Worker], items: list[Item]) -> None:
-        """`workers` died (or hung) holding `items`: drop them; each item is retried alone on the
-        others, or fails once `allowed_deaths` workers were lost with it."""
-        for worker in workers:
-            if worker in self.live:
-                self.live.remove(worker)
-                self.result.lost_workers.append(worker.name)
-        names = [w.name for w in workers]
-        for item in items:
-            remove_partial(item.output)
-            lost_with = self.deaths.setdefault(item.index, [])
-            lost_with.extend(names)
-            if len(lost_with) >= self.allowed_deaths:
-                self.fail(
-                    item,
-                    f"{item.source}: {len(lost_with)} workers were lost while processing it "
-                    f"({', '.join(lost_with)}), so it is not tried again; the file may crash "
-                    "or hang the decoder, or need more memory than a worker has.",
-                )
-                continue
-            self.result.redone.append(item.source)
-            self.suspects.append(item)
-        if not self.live:
-            msg = (
-                f"every worker was lost ({', '.join(self.result.lost_workers)}); "
-                f"{len(self.result.processed)} images were finished and kept. Start workers "
-                "again, then run with resume to process the rest."
-            )
-            raise RunError(msg, self.result)
-
-    def rejoin(self) -> None:
-        """Bring back lost workers whose name a newly registered engine has (a restarted worker)."""
-        lost = set(self.result.lost_workers) - {w.name for w in self.live}
-        if not lost or time.monotonic() - self.last_rejoin_check < REJOIN_CHECK_S:
-            return
-        self.last_rejoin_check = time.monotonic()
-        new_ids = set(self.cluster.engine_ids) - self.seen_ids
-        for worker in self.cluster.identify(new_ids, timeout_s=REJOIN_CHECK_S):
-            if worker.name in lost:
-                self.seen_ids.add(worker.engine_id)
-                self.live.append(worker)
-                self.result.rejoined.append(worker.name)
-
-    def succeed(self, item: Item, worker_name: str) -> None:
-        if item.output in self.order:  # first report wins: one output, one manifest entry
-            self.result.duplicates.append((item.source, worker_name))
-            return
-        self.order[item.output] = item.index
-        self.result.processed.append(ManifestEntry(item.source, item.output, worker_name))
-        self.per_worker[worker_name] = self.per_worker.get(worker_name, 0) + 1
-        self.progress()
-        if (
-            self.manifest is not None
-            and time.monotonic() - self.last_checkpoint > MANIFEST_CHECKPOINT_S
-        ):
-            # so that even a main process killed mid-run leaves a manifest to resume from
-            write_manifest(self.manifest, self.manifest_entries())
-            self.last_checkpoint = time.monotonic()
-
-    def span(self, worker_name: str, start_s: float, end_s: float, images: int) -> None:
-        """Note on the timeline that `worker_name` held `images` from `start_s` to `end_s`
-        (seconds since the run started)."""
-        start_s = max(0.0, start_s)
-        self.result.timeline.append(Span(worker_name, start_s, max(start_s, end_s), images))
-
-    def fail(self, item: Item, reason: str) -> None:
-        self.result.failed.append((item.source, reason))
-        self.progress()
-
-    def progress(self, done: int | None = None) -> None:
-        if self.on_progress is not None:
-            finished = len(self.result.processed) + len(self.result.failed)
-            self.on_progress(
-                Progress(
-                    done or finished, self.total, len(self.result.failed), dict(self.per_worker)
-                )
-            )
-
-    def check_controller(self) -> None:
-        """Raise RunError at once if the controller has gone away (nothing would ever answer)."""
-        if not self.cluster.controller_reachable():
-            host, port = self.cluster.controller_address()
-            msg = (
-                f"the controller at {host}:{port} is gone; {len(self.result.processed)} images were "
-                "finished and kept. Start the cluster again, then run with resume to process the rest."
-            )
-            raise RunError(msg, self.result)
-
-    def stalled(self, waiting_on: list[Worker]) -> RunError:
-        busy = ", ".join(sorted({w.name for w in waiting_on}))
-        msg = (
-            f"no worker answered for {self.stall_timeout_s:g} s (waiting on {busy}); "
-            f"{len(self.result.processed)} images were finished and kept. Check the workers, "
-            "then run again with resume to process only what is missing."
-        )
-        return RunError(msg, self.result)
-
-    def collect(self, future: cf.Future, worker: Worker) -> list | None:
-        """The engine's answer, or None after handling the loss of its worker."""
-        try:
-            return self.cluster.outcome(future, worker)
-        except WorkerLostError:
-            return None
 
 
 @dataclass
@@ -238,7 +46,7 @@ class _Batch:
     transport: str = ""
 
 
-class BatchRun(_Run):
+class BatchRun(RunBase):
     """Batches that carry their images: round-robin (the Livebook's) or guided balanced."""
 
     def __init__(
@@ -407,173 +215,3 @@ class BatchRun(_Run):
                 continue
             self.succeed(item, worker_name)
             out_payloads[position] = b""
-
-
-class ClaimRun(BatchRun):
-    """`path` + `balanced`: each window of names goes to every worker, cut into chunks that the
-    workers claim with files created exclusively on the shared disk (correct where `flock` is
-    not shared between machines). Workers report claims and finished images as they go.
-
-    Images of lost workers are retried one at a time between windows, as batches of one.
-    """
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, transport="path", schedule="balanced", batch_size=1, **kwargs)
-
-    def execute(self) -> None:
-        """Run window after window until every input is processed or failed."""
-        while self.live:
-            self.rejoin()
-            if self.suspects:
-                self._fill(new_work=False)
-                self._wait(new_work=False)
-                continue
-            window = self.take(CLAIM_WINDOW)
-            if not window:
-                return
-            self._window(window)
-
-    def _window(self, items: list[Item]) -> None:
-        # the claims of this window: a folder beside the outputs, one file per claimed chunk
-        claims = Path(self.plan.out_dir or items[0].output.parent) / (
-            f".imgdist-claims-{uuid.uuid4().hex[:12]}"
-        )
-        claims.mkdir(parents=True)
-        try:
-            _Window(self, items, claims).share()
-        finally:
-            shutil.rmtree(claims, ignore_errors=True)
-
-    def chunks(self, items: list[Item]) -> list[list[Item]]:
-        """The window cut into guided chunks: a share of what is left, at most MAX_BATCH, so
-        the workers' last chunks are small and they finish together."""
-        chunks, start = [], 0
-        while start < len(items):
-            size = max(1, min(MAX_BATCH, math.ceil((len(items) - start) / (4 * len(self.live)))))
-            chunks.append(items[start : start + size])
-            start += size
-        return chunks
-
-
-class _Window:
-    """One window of a ClaimRun: sent to every worker, followed through their reports."""
-
-    def __init__(self, run: ClaimRun, items: list[Item], claims: Path) -> None:
-        self.run = run
-        self.items = items
-        self.claims = claims
-        self.by_index = {item.index: item for item in items}
-        self.handled: dict[int, str] = {}  # image index -> the worker whose report counted
-        self.reports: dict[cf.Future, set[str]] = {}
-        self.chunks: list[list[Item]] = []
-        self.heard_any = False  # a report or an answer from any worker in this window
-
-    def share(self) -> None:
-        run = self.run
-        chunks = self.chunks = run.chunks(self.items)
-        names = [
-            [(item.index, item.real_source or str(item.source), str(item.output)) for item in chunk]
-            for chunk in chunks
-        ]
-        futures = {
-            run.cluster.submit(
-                worker, "process_claimed", names, str(self.claims), max_pixels=run.max_pixels
-            ): worker
-            for worker in run.live
-        }
-        self.reports = {future: set() for future in futures}
-        now = time.monotonic()
-        heard = {worker.engine_id: now for worker in futures.values()}
-        lost: list[Worker] = []
-        while futures:
-            finished, _ = cf.wait(
-                list(futures), timeout=PROGRESS_POLL_S, return_when=cf.FIRST_COMPLETED
-            )
-            for future, worker in futures.items():
-                if self._read_reports(future):
-                    heard[worker.engine_id] = time.monotonic()
-                    self.heard_any = True
-            for future in finished:
-                worker = futures.pop(future)
-                self.heard_any = True
-                answer = run.collect(future, worker)
-                if answer is None:
-                    lost.append(worker)
-                    continue
-                worker_name, done, errors, times = answer
-                self._take(
-                    {"done": list(zip(done, times, strict=True)), "errors": list(errors.items())},
-                    worker_name,
-                )
-            if not finished:
-                if time.monotonic() - run.last_controller_check > CONTROLLER_CHECK_S:
-                    run.check_controller()
-                    run.last_controller_check = time.monotonic()
-                lost += self._hung(futures, heard)
-        self._settle(lost)
-
-    def _read_reports(self, future: cf.Future) -> bool:
-        """Handle what the task behind `future` published since last time; whether there was any."""
-        news = False
-        for key, (worker_name, report) in self.run.cluster.published(future).items():
-            if key not in self.reports[future]:
-                self.reports[future].add(key)
-                self._take(report, worker_name)
-                news = True
-        return news
-
-    def _take(self, report: dict, worker_name: str) -> None:
-        """A worker's report: images done or failed (first report wins; a second one is noted)."""
-        run = self.run
-        for index, (start, end) in report.get("done", []):
-            if self._first(index, worker_name):
-                run.span(worker_name, start - run.started_wall, end - run.started_wall, 1)
-                run.succeed(self.by_index[index], worker_name)
-        for index, reason in report.get("errors", []):
-            if self._first(index, worker_name):
-                run.fail(self.by_index[index], reason)
-
-    def _first(self, index: int, worker_name: str) -> bool:
-        earlier = self.handled.get(index)
-        if earlier is None:
-            self.handled[index] = worker_name
-            return True
-        if earlier != worker_name:
-            self.run.result.duplicates.append((self.by_index[index].source, worker_name))
-        return False
-
-    def _hung(self, futures: dict[cf.Future, Worker], heard: dict[int, float]) -> list[Worker]:
-        """Workers silent (no claim, no image, no answer) for the stall timeout are given up,
-        unless nobody at all has been heard from: then the run cannot go on."""
-        run = self.run
-        now = time.monotonic()
-        silent = {
-            f: w for f, w in futures.items() if now - heard[w.engine_id] > run.stall_timeout_s
-        }
-        if not silent:
-            return []
-        if not self.heard_any:
-            raise run.stalled(list(silent.values()))
-        for future, worker in silent.items():
-            futures.pop(future)
-            run.cluster.abandon(worker, [future])
-            run.result.hung_workers.append(worker.name)
-        return list(silent.values())
-
-    def _settle(self, lost: list[Worker]) -> None:
-        """Images claimed by lost workers and never reported go round again, one at a time."""
-        owners = {}
-        for entry in self.claims.iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    owners[int(entry.name)] = entry.read_text()
-        lost_names = {w.name for w in lost}
-        orphans: list[Item] = []
-        for number, chunk in enumerate(self.chunks):
-            unhandled = [item for item in chunk if item.index not in self.handled]
-            if unhandled and owners.get(number) in lost_names:
-                orphans += unhandled
-            elif unhandled:
-                self.run.suspects.extend(unhandled)  # never claimed, or its owner answered
-        if lost:
-            self.run.lose(lost, orphans)

@@ -24,7 +24,8 @@ from imgdist.cluster import Worker
 from imgdist.dataroute import DataServer, Event
 from imgdist.errors import ImgdistError, WorkerLostError
 from imgdist.files import Item
-from imgdist.schedules import CONTROLLER_CHECK_S, MAX_BATCH, BatchRun
+from imgdist.runbase import CONTROLLER_CHECK_S
+from imgdist.schedules import MAX_BATCH, BatchRun
 from imgdist.transports import finish, prepare
 from imgdist.tuning import keep_freed_memory
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import ipywidgets as w
 
 from imgdist.cluster import Cluster, Worker
+from imgdist.connections import Connections, resolve
 from imgdist.errors import ImgdistError
+from imgdist.local_worker import WorkerEngine
+from imgdist.names import name_of, non_ascii_note, numbered_label
 from imgdist.results import Progress
-from imgdist.worker import WorkerEngine
-from imgdist.workers import Connections, non_ascii_note, resolve
 
 
 def _message(kind: str, text: str) -> str:
@@ -26,7 +27,30 @@ def _message(kind: str, text: str) -> str:
     return f'<div class="imgdist-{kind}" style="color:{colour}">{html.escape(text)}</div>'
 
 
-class WorkerForm:
+class _Shown:
+    """Anything with a `widget`: a cell shows it."""
+
+    widget: w.Widget
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class _Form(_Shown):
+    """A form whose buttons report what goes wrong in `errors_to` as one sentence."""
+
+    errors_to: w.HTML
+
+    def _safely(self, action: Callable[[], object]) -> None:
+        try:
+            action()
+        except ImgdistError as exc:
+            self.errors_to.value = _message("error", str(exc))
+
+
+class WorkerForm(_Form):
     """One text box per worker, Connect and Disconnect, and the live list of connected workers."""
 
     def __init__(
@@ -50,7 +74,7 @@ class WorkerForm:
             w.Text(
                 value=name,
                 description=f"Worker {i}",
-                placeholder=f"worker{i}@host",
+                placeholder=name_of(numbered_label(i), "host"),
                 layout=w.Layout(width="420px"),
             )
             for i, name in enumerate(padded, start=1)
@@ -65,6 +89,7 @@ class WorkerForm:
         self.connected = w.HTML()
         self.panel = w.HTML()
         self.message = w.HTML()
+        self.errors_to = self.message
         self.connect_button.on_click(lambda _: self._safely(self.connect))
         self.disconnect_button.on_click(lambda _: self._safely(self.disconnect))
         self.start_button.on_click(lambda _: self._safely(self.start))
@@ -78,11 +103,6 @@ class WorkerForm:
             ]
         )
         self._refresh()
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
     def typed(self, count: int | None = None) -> list[str]:
         """What the first `count` boxes hold (all boxes by default), as typed."""
@@ -119,7 +139,7 @@ class WorkerForm:
             self.message.value = _message(
                 "info", f"Starting engines over SSH on {', '.join(targets.values())} ..."
             )
-            labels = {position: f"worker{position}" for position in targets}
+            labels = {position: numbered_label(position) for position in targets}
             started = self.cluster.start_ssh_engines(
                 list(targets.values()),
                 list(labels.values()),
@@ -127,17 +147,11 @@ class WorkerForm:
                 remote_python=self.remote_python,
             )
             for position, label in labels.items():
-                worker = next(w for w in started if w.name.startswith(f"{label}@"))
+                worker = next(w for w in started if w.name.startswith(name_of(label, "")))
                 self.boxes[position - 1].value = worker.name
                 self.known.append(worker)
         self._refresh()
         return self.typed(count)
-
-    def _safely(self, action) -> None:
-        try:
-            action()
-        except ImgdistError as exc:
-            self.message.value = _message("error", str(exc))
 
     def progress(self, total: int | None) -> ProgressBar:
         """A progress bar for one run, shown in the current cell (pass it as `on_progress`);
@@ -191,7 +205,7 @@ def _show(thing: object) -> None:
         display(thing)
 
 
-class ProgressBar:
+class ProgressBar(_Shown):
     """Images done of total and per-worker counts, as a widget; a plain line at the end.
 
     Updates are throttled (10 a second), so thousands of images do not flood the front end.
@@ -215,11 +229,6 @@ class ProgressBar:
         self.last_update = 0.0
         self.finished = False
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
     def __call__(self, progress: Progress) -> None:
         complete = self.total is not None and progress.done >= self.total
         now = time.monotonic()
@@ -242,7 +251,7 @@ class ProgressBar:
         return f"{progress.done}{of} images ({progress.failed} failed) — {counts}"
 
 
-class WorkerLauncher:
+class WorkerLauncher(_Form):
     """The worker notebook's form: connection info, a label, Start and Stop, and the engine's status."""
 
     def __init__(self, *, connection_path: str = "", label: str = "worker1") -> None:
@@ -262,6 +271,7 @@ class WorkerLauncher:
         self.stop_button = w.Button(description="Stop", icon="stop")
         self.name = w.HTML()
         self.status_line = w.HTML()
+        self.errors_to = self.status_line
         self.engine: WorkerEngine | None = None
         self.start_button.on_click(lambda _: self._safely(self.start))
         self.stop_button.on_click(lambda _: self._safely(self.stop))
@@ -276,11 +286,6 @@ class WorkerLauncher:
             ]
         )
         self.refresh()
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
 
     def start(self, *, wait_s: float = 30.0) -> str:
         """Start the engine from the form's values and wait until it registers; the worker's name."""
@@ -329,9 +334,3 @@ class WorkerLauncher:
                 f"<code>{html.escape(self.engine.name)}</code>"
             )
         self.status_line.value = _message("info", f"Engine: {self.status()}")
-
-    def _safely(self, action) -> None:
-        try:
-            action()
-        except ImgdistError as exc:
-            self.status_line.value = _message("error", str(exc))

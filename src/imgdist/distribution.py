@@ -11,20 +11,24 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from imgdist.claims import ClaimRun
 from imgdist.cluster import Cluster, Worker
 from imgdist.codec import DEFAULT_MAX_PIXELS, decode, read_file
+from imgdist.defaults import (
+    DEFAULT_SCHEDULE,
+    DEFAULT_STALL_TIMEOUT_S,
+    DEFAULT_TRANSPORT,
+    SCHEDULES,
+)
 from imgdist.errors import ImgdistError, ParameterError
-from imgdist.files import FolderLock, OutputPlan, finished_entries, write_manifest
+from imgdist.files import OutputPlan, finished_entries, write_manifest
+from imgdist.lock import FolderLock
 from imgdist.results import Progress, RunResult
 from imgdist.routes import NOT_SHARED, Route, input_samples, plan_routes
-from imgdist.schedules import ALLOWED_DEATHS, BatchRun, ClaimRun
+from imgdist.runbase import ALLOWED_DEATHS
+from imgdist.schedules import BatchRun
 from imgdist.streaming import DirectRun
 from imgdist.transports import TRANSPORTS, check_transport
-
-SCHEDULES = ("round-robin", "balanced")
-DEFAULT_TRANSPORT = "auto"
-DEFAULT_SCHEDULE = "balanced"
-DEFAULT_STALL_TIMEOUT_S = 120.0
 
 __all__ = ["SCHEDULES", "Progress", "RunResult", "check_schedule", "distribute"]
 
@@ -56,7 +60,7 @@ def distribute(
     """Process `images` on `workers`; outputs go to `out_dir` (default: beside each source).
 
     `images` is read lazily, so the main process holds only what is in flight. `transport`
-    is how images travel (`auto`, `pixels`, `encoded`, `compact`, `path`) and `schedule` how they are
+    is how images travel (`auto`, `pixels`, `encoded`, `compact`, `path`, `direct`) and `schedule` how they are
     shared out (`balanced`, `round-robin`). With `manifest`, that JSON file lists every
     processed image and its worker, even when the run stops early; with `resume` too, images
     whose output that manifest lists and that still decodes are kept, not processed again.
@@ -65,22 +69,9 @@ def distribute(
     answering for `stall_timeout_s`) are retried alone; one that `allowed_deaths` workers were
     lost with fails, named, instead of being tried again.
     """
-    check_transport(transport)
-    check_schedule(schedule)
-    if not workers:
-        msg = "no workers given; connect at least one worker (see the worker list) and try again."
-        raise ParameterError(msg)
-    if not stall_timeout_s > 0:
-        msg = f"stall timeout = {stall_timeout_s!r} s; give how many seconds without progress make a worker given up, e.g. {DEFAULT_STALL_TIMEOUT_S:g}."
-        raise ParameterError(msg)
-    if allowed_deaths < 1:
-        msg = f"allowed_deaths = {allowed_deaths}; give how many workers an image may take down before it is given up, at least 1."
-        raise ParameterError(msg)
-    if resume and manifest is None:
-        msg = (
-            "resume needs the manifest of the run to resume; give manifest=<path of manifest.json>."
-        )
-        raise ParameterError(msg)
+    _check_arguments(
+        workers, transport, schedule, stall_timeout_s, allowed_deaths, resume, manifest
+    )
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
     images = list(images) if isinstance(images, Sequence) else images
@@ -107,17 +98,7 @@ def distribute(
         "allowed_deaths": allowed_deaths,
     }
     args = (cluster, list(workers), iter(images), plan, result)
-    served_by = "direct" if transport == "mixed" else TRANSPORTS[transport].run
-    if served_by == "claims" and schedule == "balanced":
-        run = ClaimRun(*args, **common)
-    elif served_by == "direct":
-        run = DirectRun(
-            *args, routes={eid: route.transport for eid, route in routes.items()}, **common
-        )
-    else:
-        run = BatchRun(
-            *args, transport=transport, schedule=schedule, batch_size=batch_size, **common
-        )
+    run = _make_run(args, common, transport, schedule, routes, batch_size)
     started = time.perf_counter()
     folders = [f for f in (plan.out_dir, Path(manifest).parent if manifest else None) if f]
     with FolderLock(folders):
@@ -129,6 +110,40 @@ def distribute(
             if manifest is not None:
                 write_manifest(Path(manifest), run.manifest_entries())
     return result
+
+
+def _check_arguments(
+    workers, transport, schedule, stall_timeout_s, allowed_deaths, resume, manifest
+) -> None:
+    """A sentence for each argument `distribute` cannot work with."""
+    check_transport(transport)
+    check_schedule(schedule)
+    if not workers:
+        msg = "no workers given; connect at least one worker (see the worker list) and try again."
+        raise ParameterError(msg)
+    if not stall_timeout_s > 0:
+        msg = f"stall timeout = {stall_timeout_s!r} s; give how many seconds without progress make a worker given up, e.g. {DEFAULT_STALL_TIMEOUT_S:g}."
+        raise ParameterError(msg)
+    if allowed_deaths < 1:
+        msg = f"allowed_deaths = {allowed_deaths}; give how many workers an image may take down before it is given up, at least 1."
+        raise ParameterError(msg)
+    if resume and manifest is None:
+        msg = (
+            "resume needs the manifest of the run to resume; give manifest=<path of manifest.json>."
+        )
+        raise ParameterError(msg)
+
+
+def _make_run(args: tuple, common: dict, transport: str, schedule: str, routes: dict, batch_size):
+    """The run that serves the transport (the registry says which) and schedule."""
+    served_by = "direct" if transport == "mixed" else TRANSPORTS[transport].run
+    if served_by == "claims" and schedule == "balanced":
+        return ClaimRun(*args, **common)
+    if served_by == "direct":
+        return DirectRun(
+            *args, routes={eid: route.transport for eid, route in routes.items()}, **common
+        )
+    return BatchRun(*args, transport=transport, schedule=schedule, batch_size=batch_size, **common)
 
 
 def _decodes(path: Path) -> bool:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,25 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgdist.cluster.connection import connection_file
 from imgdist.engine import LABEL_ENV
-from imgdist.errors import ConnectionFileError, NoEnginesError, WorkerNameError
+from imgdist.errors import NoEnginesError
+from imgdist.names import check_label, worker_name
 
 _REGISTERED = re.compile(r"Completed registration with id (\d+)")
 DEFAULT_REGISTER_TIMEOUT_S = 30.0
-
-
-def check_label(label: str) -> str:
-    """A worker label: non-empty, no spaces, no '@' (the host is added after it)."""
-    text = str(label).strip()
-    if not text or any(ch.isspace() for ch in text) or "@" in text:
-        msg = f"label {label!r} cannot name a worker; give a short word with no spaces or '@', e.g. 'worker1'."
-        raise WorkerNameError(msg)
-    return text
-
-
-def worker_name(label: str, host: str | None = None) -> str:
-    """The name a worker with `label` has on this machine: `label@host`."""
-    return f"{check_label(label)}@{host or socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -52,35 +38,6 @@ class WorkerStatus:
         if self.state == "registered":
             return f"{self.name}: registered as engine {self.engine_id} (pid {self.pid})"
         return f"{self.name}: {self.state} (pid {self.pid}){' — ' + self.detail if self.detail else ''}"
-
-
-def connection_file(connection: str | Path, work_dir: Path) -> Path:
-    """The engine connection file: `connection` itself, or its pasted JSON saved privately."""
-    text = str(connection).strip()
-    if text.startswith("{"):
-        try:
-            info = json.loads(text)
-        except ValueError as exc:
-            msg = f"the pasted connection info is not valid JSON ({exc}); paste the whole ipcontroller-*-engine.json."
-            raise ConnectionFileError(msg) from None
-        path = Path(work_dir) / "ipcontroller-engine.json"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(info, handle)
-    else:
-        path = Path(text).expanduser()
-        if not text or not path.is_file():
-            msg = f"connection file {text!r} does not exist; copy ipcontroller-*-engine.json from the main machine."
-            raise ConnectionFileError(msg)
-        try:
-            info = json.loads(path.read_text())
-        except ValueError as exc:
-            msg = f"connection file {path} is not valid JSON ({exc}); copy it again from the main machine."
-            raise ConnectionFileError(msg) from None
-    if not isinstance(info, dict) or "key" not in info or "registration" not in info:
-        msg = "the connection info has no 'key' or 'registration'; use the controller's ipcontroller-*-engine.json."
-        raise ConnectionFileError(msg)
-    return path
 
 
 class WorkerEngine:

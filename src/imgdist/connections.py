@@ -2,50 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from imgdist.cluster import Cluster, Worker
 from imgdist.errors import VersionMismatchError, WorkerNameError
-from imgdist.image import drawable_label
-
-
-def own_name() -> str:
-    """This notebook's own name, as the Livebook's `Node.self()`: `main@host`."""
-    return f"main@{socket.gethostname()}"
-
-
-def check_names(typed: Sequence[str]) -> list[str]:
-    """Typed worker names, stripped, in order; clear errors for empty, malformed and repeated ones."""
-    names: list[str] = []
-    for position, raw in enumerate(typed, start=1):
-        name = str(raw).strip()
-        if not name:
-            msg = f"worker {position} is empty; type a worker name such as 'worker{position}@host'."
-            raise WorkerNameError(msg)
-        if (
-            any(ch.isspace() for ch in name)
-            or name.count("@") != 1
-            or name.startswith("@")
-            or name.endswith("@")
-        ):
-            msg = f"worker {position} is {name!r}; a worker name is 'label@host' with no spaces, e.g. 'worker1@lab-pc'."
-            raise WorkerNameError(msg)
-        if name in names:
-            msg = f"worker {position} repeats {name!r} (also worker {names.index(name) + 1}); give each box a different worker."
-            raise WorkerNameError(msg)
-        names.append(name)
-    return names
-
-
-def non_ascii_note(name: str) -> str:
-    """A note when `name` has characters Hershey fonts cannot draw, saying what will be drawn."""
-    drawn = drawable_label(name)
-    if drawn == name:
-        return ""
-    return f"{name!r} has non-ASCII characters; OpenCV's Hershey font will draw it as {drawn!r}."
+from imgdist.names import check_names
 
 
 def resolve(
