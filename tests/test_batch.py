@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 from imgdist.cli import main
-from imgdist.errors import ParameterError
-from imgdist.launchers import check_launcher
 
 from .conftest import HOST, REPO, check_results, wait_until
 from .slurm import SingleNodeSlurm, processes_with_env, slurm_usable
@@ -207,32 +205,6 @@ def test_launch_option_errors(tmp_path, capsys, args, message):
     """Launch options that cannot work are one sentence, exit 2, before anything starts."""
     assert main(["run", *args, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
-
-
-def test_a_launcher_whose_program_is_missing(monkeypatch, tmp_path):
-    """No sbatch on this machine's PATH: say so, and what to install."""
-    monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(ParameterError, match=r"the slurm launcher needs `sbatch`, which is not on"):
-        check_launcher("slurm", 2)
-
-
-def test_mpi_without_mpi4py(monkeypatch):
-    """MPI engines without mpi4py would all die at start: refused first, saying what to install."""
-    monkeypatch.setitem(sys.modules, "mpi4py", None)  # how Python marks a module not importable
-    if MPI:
-        pytest.skip(MPI)
-    with pytest.raises(
-        ParameterError, match=r"MPI engines need mpi4py .* `pip install 'imgdist\[mpi\]'`"
-    ):
-        check_launcher("mpi", 2)
-
-
-def test_unknown_launcher():
-    """A launcher name ipyparallel has no launcher for lists the ones there are."""
-    with pytest.raises(
-        ParameterError, match="launcher 'condor' is unknown; choose one of local, slurm"
-    ):
-        check_launcher("condor", 2)
 
 
 def test_the_notebook_on_slurm_engines(queue, tmp_path, monkeypatch):

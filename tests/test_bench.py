@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from imgdist.bench import BenchReport, CaseStats, measure, percentile
+from imgdist.benchsuite import parse_size
 from imgdist.errors import ParameterError
 from imgdist.render import bench_chart, bench_table_html, bench_table_text
 
@@ -153,3 +154,10 @@ def test_timeline_chart_has_a_row_per_worker():
     assert [len(c.get_paths()) for c in ax.collections] == [2, 1]
     assert ax.get_xlim() == (0.0, 500.0)
     assert "12 images in 500 ms" in ax.get_title()
+
+
+@pytest.mark.parametrize("text", ["640", "x480", "0x10", "axb"])
+def test_bad_size(text):
+    """--size must be WIDTHxHEIGHT with positive numbers."""
+    with pytest.raises(ParameterError, match=rf"size '{text}' is not WIDTHxHEIGHT"):
+        parse_size(text)

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgdist.benchsuite import ALL_CASES, parse_size, start_suite
+from imgdist.benchsuite import ALL_CASES, start_suite
 from imgdist.errors import ParameterError
 from imgdist.image import threshold_and_label
 
@@ -94,13 +94,6 @@ def test_bench_command_writes_json_and_chart(tmp_path):
     assert data["params"]["images"] == 2
     assert data["params"]["size"] == "64x48"
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.parametrize("text", ["640", "x480", "0x10", "axb"])
-def test_bad_size(text):
-    """--size must be WIDTHxHEIGHT with positive numbers."""
-    with pytest.raises(ParameterError, match=rf"size '{text}' is not WIDTHxHEIGHT"):
-        parse_size(text)
 
 
 def test_unknown_case(tmp_path):

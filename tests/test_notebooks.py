@@ -112,18 +112,6 @@ def test_main_notebook_headless_writes_the_results_layout(tmp_path):
     check_results(tmp_path, "--notebook", "--expect-workers", "4")
 
 
-def test_every_code_cell_has_a_sentence_before_it():
-    """The notebook teaches: each code cell follows a markdown cell, and nothing dumps help()."""
-    nb = nbformat.read(REPO / "notebooks" / "main.ipynb", as_version=4)
-    for before, cell in zip(nb.cells, nb.cells[1:], strict=False):
-        if cell.cell_type == "code":
-            assert before.cell_type == "markdown", f"no sentence before: {cell.source[:60]!r}"
-    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
-    assert "help(" not in sources
-    assert "import *" not in sources
-    assert "transport=DEFAULT_TRANSPORT" in sources
-
-
 def test_worker_notebook_under_nbval(bare_controller):
     """nbval runs worker.ipynb against a local controller: its engine starts and registers."""
     before = len(bare_controller.engine_ids)

@@ -124,3 +124,27 @@ def test_public_names_are_not_shadowed_by_modules():
     for name in imgdist.__all__:
         value = getattr(imgdist, name)
         assert not isinstance(value, type(imgdist)), name
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 300 lines and no function over 60 (a newcomer reads each in one go)."""
+    for path in _modules():
+        text = path.read_text()
+        assert len(text.splitlines()) <= 300, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.end_lineno - node.lineno < 60, f"{path}: {node.name}"
+
+
+def test_every_code_cell_has_a_sentence_before_it():
+    """The notebook teaches: each code cell follows a markdown cell, and nothing dumps help()."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "notebooks" / "main.ipynb", as_version=4)
+    for before, cell in zip(nb.cells, nb.cells[1:], strict=False):
+        if cell.cell_type == "code":
+            assert before.cell_type == "markdown", f"no sentence before: {cell.source[:60]!r}"
+    sources = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "help(" not in sources
+    assert "import *" not in sources
+    assert "transport=DEFAULT_TRANSPORT" in sources

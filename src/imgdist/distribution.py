@@ -78,12 +78,7 @@ def distribute(
     known_inputs = images if isinstance(images, Sequence) else []
     plan = OutputPlan(Path(out_dir) if out_dir is not None else None, known_inputs, input_roots)
     cluster = workers[0].cluster
-    if transport == "auto":
-        images, routes = _auto_routes(cluster, workers, images, plan)
-    else:
-        routes = {w.engine_id: Route(transport) for w in workers}
-    kinds = sorted({route.transport for route in routes.values()})
-    transport = kinds[0] if len(kinds) == 1 else "mixed"
+    images, routes, transport = _routes(cluster, workers, images, plan, transport)
     result = RunResult(transport, schedule)
     result.routes = {w.name: str(routes[w.engine_id]) for w in workers}
     previous = finished_entries(Path(manifest), _decodes) if resume else {}
@@ -99,6 +94,22 @@ def distribute(
     }
     args = (cluster, list(workers), iter(images), plan, result)
     run = _make_run(args, common, transport, schedule, routes, batch_size)
+    _execute(run, result, plan, manifest)
+    return result
+
+
+def _routes(cluster, workers, images, plan: OutputPlan, transport: str):
+    """(images, each worker's route, the run's transport: one of them, or 'mixed')."""
+    if transport == "auto":
+        images, routes = _auto_routes(cluster, workers, images, plan)
+    else:
+        routes = {w.engine_id: Route(transport) for w in workers}
+    kinds = sorted({route.transport for route in routes.values()})
+    return images, routes, kinds[0] if len(kinds) == 1 else "mixed"
+
+
+def _execute(run, result: RunResult, plan: OutputPlan, manifest) -> None:
+    """The run, with its folders locked; the manifest written however it ends."""
     started = time.perf_counter()
     folders = [f for f in (plan.out_dir, Path(manifest).parent if manifest else None) if f]
     with FolderLock(folders):
@@ -109,7 +120,6 @@ def distribute(
             result.processed.sort(key=lambda e: run.order[e.output])
             if manifest is not None:
                 write_manifest(Path(manifest), run.manifest_entries())
-    return result
 
 
 def _check_arguments(

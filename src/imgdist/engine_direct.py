@@ -43,33 +43,38 @@ def process_direct(
     # are its slowest (caches cold), which would understate the link's share
     pace = _PACES.setdefault(address.rpartition(":")[0], _Pace())
     pace.new_run()
-    processed, waited, asks = 0, 0.0, collections.deque()
     try:
-        for _ in range(prefetch):
-            client.ask()
-            asks.append(time.perf_counter())
-        while asks:
-            started = time.perf_counter()
-            kind, *frames = client.receive(DIRECT_TIMEOUT_S)
-            waited += time.perf_counter() - started
-            asked_at = asks.popleft()  # the main answers a worker's asks in order
-            if kind == b"none":
-                continue
-            if kind != b"chunk":
-                msg = f"the main ended this worker's data connection: {kind.decode()}"
-                raise ConnectionAbortedError(msg)
-            header = json.loads(frames[0].bytes)
-            seconds = time.perf_counter() - asked_at - header.get("held_s", 0.0)
-            pace.arrived(sum(len(frame) for frame in frames), seconds)
-            result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
-            result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
-            client.send_result(result, outputs)
-            processed += len(result["done"])
-            client.ask()
-            asks.append(time.perf_counter())
+        return [worker, _pull_chunks(client, worker, pace, max_pixels, prefetch)]
     finally:
         client.close()
-    return [worker, processed]
+
+
+def _pull_chunks(client, worker: str, pace: _Pace, max_pixels: int, prefetch: int) -> int:
+    """Ask for chunks, `prefetch` in flight, until the main has none; images processed."""
+    processed, waited, asks = 0, 0.0, collections.deque()
+    for _ in range(prefetch):
+        client.ask()
+        asks.append(time.perf_counter())
+    while asks:
+        started = time.perf_counter()
+        kind, *frames = client.receive(DIRECT_TIMEOUT_S)
+        waited += time.perf_counter() - started
+        asked_at = asks.popleft()  # the main answers a worker's asks in order
+        if kind == b"none":
+            continue
+        if kind != b"chunk":
+            msg = f"the main ended this worker's data connection: {kind.decode()}"
+            raise ConnectionAbortedError(msg)
+        header = json.loads(frames[0].bytes)
+        seconds = time.perf_counter() - asked_at - header.get("held_s", 0.0)
+        pace.arrived(sum(len(frame) for frame in frames), seconds)
+        result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
+        result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
+        client.send_result(result, outputs)
+        processed += len(result["done"])
+        client.ask()
+        asks.append(time.perf_counter())
+    return processed
 
 
 DIRECT_TIMEOUT_S = 600.0  # the main gives up on a silent worker long before (its stall timeout)

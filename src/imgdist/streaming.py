@@ -83,20 +83,7 @@ class DirectRun(BatchRun):
             self._wait(new_work=False)
 
     def _stream(self, server: DataServer) -> None:
-        peers: dict[str, _Peer] = {}
-        tasks = {}
-        for worker in self.live:
-            future = self.cluster.submit(
-                worker,
-                "process_direct",
-                server.address,
-                server.run_id,
-                server.public_key,
-                max_pixels=self.max_pixels,
-            )
-            tasks[future] = worker
-            peers[worker.name] = _Peer(worker, heard=time.monotonic())
-        by_peer: dict[bytes, _Peer] = {}
+        tasks, peers = self._start_tasks(server)
         previous_turn = time.monotonic()  # the set-up above counts as a turn
         while tasks:
             # nothing left to hand out or collect: only the tasks' ends are awaited, and
@@ -112,34 +99,57 @@ class DirectRun(BatchRun):
             since = turn_started if turn_started - poll_began > QUEUED_S else previous_turn
             previous_turn = turn_started
             for event in events:
-                peer = peers.get(event.worker)
-                if peer is None:
-                    continue  # a worker of no task of this run: nothing is served to it
-                peer.peer, peer.heard = event.peer, time.monotonic()
-                by_peer[event.peer] = peer
-                if event.kind == "next":
-                    self._next(server, peer, since=since)
-                elif event.kind == "result":
-                    self._result(peer, event)
-                elif event.kind == "bye":
-                    server.send_bye(event.peer)
-            for future in [f for f in tasks if f.done()]:
-                worker = tasks.pop(future)
-                peer = peers[worker.name]
-                try:
-                    self.cluster.outcome(future, worker)
-                except WorkerLostError:
-                    self._lose(peer)
-                    continue
-                for items, _, _ in peer.held.values():  # never left over, but never lost either
-                    self.suspects.extend(items)
-                peer.held.clear()
+                self._handle(server, peers, event, since)
+            self._collect_ended(tasks, peers)
             self._give_up_silent(tasks, peers)
             if time.monotonic() - self.last_controller_check > CONTROLLER_CHECK_S:
                 self.check_controller()
                 self.last_controller_check = time.monotonic()
             if events:  # a turn with work: how long it worked (time in poll was waiting)
                 self.busy_marks.append((time.monotonic(), time.monotonic() - turn_started))
+
+    def _start_tasks(self, server: DataServer) -> tuple[dict, dict[str, _Peer]]:
+        """One task per worker: connect to the data route and pull chunks until none are left."""
+        tasks, peers = {}, {}
+        for worker in self.live:
+            future = self.cluster.submit(
+                worker,
+                "process_direct",
+                server.address,
+                server.run_id,
+                server.public_key,
+                max_pixels=self.max_pixels,
+            )
+            tasks[future] = worker
+            peers[worker.name] = _Peer(worker, heard=time.monotonic())
+        return tasks, peers
+
+    def _handle(self, server: DataServer, peers: dict[str, _Peer], event: Event, since: float):
+        peer = peers.get(event.worker)
+        if peer is None:
+            return  # a worker of no task of this run: nothing is served to it
+        peer.peer, peer.heard = event.peer, time.monotonic()
+        if event.kind == "next":
+            self._next(server, peer, since=since)
+        elif event.kind == "result":
+            self._result(peer, event)
+        elif event.kind == "bye":
+            server.send_bye(event.peer)
+
+    def _collect_ended(self, tasks: dict, peers: dict[str, _Peer]) -> None:
+        """Tasks that ended: a lost worker's chunks go round again (and, though a task that
+        ended well holds none, its chunks would too)."""
+        for future in [f for f in tasks if f.done()]:
+            worker = tasks.pop(future)
+            peer = peers[worker.name]
+            try:
+                self.cluster.outcome(future, worker)
+            except WorkerLostError:
+                self._lose(peer)
+                continue
+            for items, _, _ in peer.held.values():
+                self.suspects.extend(items)
+            peer.held.clear()
 
     def _next(self, server: DataServer, peer: _Peer, *, since: float) -> None:
         step = self._step(peer)

@@ -104,25 +104,26 @@ class Launching(Stopping):
             if launcher != "local":
                 source = f"cluster {local.cluster_id} (engines: {spec.what})"
             cluster = cls(local.connect_client_sync(), local=local, source=source)
-            cluster._launcher, cluster._work_dir = spec, work_dir
-            if ports is not None:
-                cluster._check_ports(ports)
-                cluster.port_range = ports
-            cluster._wait_for_launch(n_engines, timeout_s=timeout_s)
-            for position, engine_id in enumerate(cluster.engine_ids[:n_engines], start=1):
-                cluster._set_label(
-                    engine_id, numbered_label(position, label_prefix), only_if_unset=False
-                )
+            cluster._settle(spec, work_dir, ports, n_engines, label_prefix, timeout_s)
         except BaseException:
             if cluster is not None:
                 cluster.stop()
             else:
-                forget_unsubmitted(local)
-                with contextlib.suppress(Exception):
-                    local.stop_cluster_sync()
-                shutil.rmtree(work_dir, ignore_errors=True)
+                _discard(local, work_dir)
             raise
         return cluster
+
+    def _settle(
+        self, spec: Launcher, work_dir: Path, ports, n_engines: int, label_prefix: str, timeout_s
+    ) -> None:
+        """Once the controller is up: its ports checked, the engines awaited and named."""
+        self._launcher, self._work_dir = spec, work_dir
+        if ports is not None:
+            self._check_ports(ports)
+            self.port_range = ports
+        self._wait_for_launch(n_engines, timeout_s=timeout_s)
+        for position, engine_id in enumerate(self.engine_ids[:n_engines], start=1):
+            self._set_label(engine_id, numbered_label(position, label_prefix), only_if_unset=False)
 
     def _wait_for_launch(self, n_engines: int, *, timeout_s: float) -> None:
         """Wait until `n_engines` engines registered; NoEnginesError with the cause as soon as
@@ -274,3 +275,11 @@ def _start(local: ipp.Cluster, spec: Launcher, launcher_args: str, work_dir: Pat
             f"({launcher_args or 'none given'}): partition, account, time limit."
         )
         raise NoEnginesError(msg) from None
+
+
+def _discard(local: ipp.Cluster, work_dir: Path) -> None:
+    """A start that failed before there was a client: stop what ipyparallel started."""
+    forget_unsubmitted(local)
+    with contextlib.suppress(Exception):
+        local.stop_cluster_sync()
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,8 +1,5 @@
-"""The notebooks' forms (ipywidgets): worker boxes with Connect/Disconnect, and the worker launcher.
-
-Every button calls a method that cells and tests can call too, so a headless run does what a
-person's clicks would.
-"""
+"""The main notebook's form: worker boxes with Connect, Disconnect and Start, the connected
+list and the worker panel; and a run's progress bar."""
 
 from __future__ import annotations
 
@@ -10,47 +7,17 @@ import html
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import ipywidgets as w
 
 from imgdist.cluster import Cluster, Worker
 from imgdist.connections import Connections, resolve
-from imgdist.errors import ImgdistError
-from imgdist.local_worker import WorkerEngine
 from imgdist.names import name_of, non_ascii_note, numbered_label
 from imgdist.results import Progress
+from imgdist.widgets.base import Form, Shown, message_html, show
 
 
-def _message(kind: str, text: str) -> str:
-    colour = {"error": "#b00020", "ok": "#1b5e20", "info": "#333"}[kind]
-    return f'<div class="imgdist-{kind}" style="color:{colour}">{html.escape(text)}</div>'
-
-
-class _Shown:
-    """Anything with a `widget`: a cell shows it."""
-
-    widget: w.Widget
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
-
-
-class _Form(_Shown):
-    """A form whose buttons report what goes wrong in `errors_to` as one sentence."""
-
-    errors_to: w.HTML
-
-    def _safely(self, action: Callable[[], object]) -> None:
-        try:
-            action()
-        except ImgdistError as exc:
-            self.errors_to.value = _message("error", str(exc))
-
-
-class WorkerForm(_Form):
+class WorkerForm(Form):
     """One text box per worker, Connect and Disconnect, and the live list of connected workers."""
 
     def __init__(
@@ -136,7 +103,7 @@ class WorkerForm(_Form):
             if text.strip() and text.strip() not in names
         }
         if targets:
-            self.message.value = _message(
+            self.message.value = message_html(
                 "info", f"Starting engines over SSH on {', '.join(targets.values())} ..."
             )
             labels = {position: numbered_label(position) for position in targets}
@@ -157,7 +124,7 @@ class WorkerForm(_Form):
         """A progress bar for one run, shown in the current cell (pass it as `on_progress`);
         when the run ends, the worker panel counts its work."""
         bar = ProgressBar(total, on_done=self._count)
-        _show(bar)
+        show(bar)
         return bar
 
     def _count(self, progress: Progress) -> None:
@@ -173,7 +140,7 @@ class WorkerForm(_Form):
         names = self.connections.names()
         shown = ", ".join(names) if names else "(none: only this notebook)"
         self.connected.value = f"<b>Connected workers:</b> <code>{html.escape(shown)}</code>"
-        self.message.value = _message("info", note) if note else ""
+        self.message.value = message_html("info", note) if note else ""
         cell = f'style="{PANEL_CELL}"'
         rows = "".join(
             f"<tr><td {cell}><code>{html.escape(s.name)}</code></td><td {cell}>{html.escape(s.host)}</td>"
@@ -193,19 +160,13 @@ class WorkerForm(_Form):
 
 # The worker panel's look: inline, so it is the same in JupyterLab, Notebook 7 and exported HTML.
 PANEL_TABLE = "border-collapse:collapse;margin-top:6px;font-size:13px"
+
 PANEL_CELL = "padding:3px 14px 3px 4px;border-bottom:1px solid #ddd"
+
 PANEL_HEAD = "padding:3px 14px 3px 4px;border-bottom:2px solid #888;text-align:left;font-weight:600"
 
 
-def _show(thing: object) -> None:
-    from IPython import get_ipython
-    from IPython.display import display
-
-    if get_ipython() is not None:
-        display(thing)
-
-
-class ProgressBar(_Shown):
+class ProgressBar(Shown):
     """Images done of total and per-worker counts, as a widget; a plain line at the end.
 
     Updates are throttled (10 a second), so thousands of images do not flood the front end.
@@ -249,88 +210,3 @@ class ProgressBar(_Shown):
         of = f"/{self.total}" if self.total is not None else ""
         counts = ", ".join(f"{name}: {n}" for name, n in sorted(progress.per_worker.items()))
         return f"{progress.done}{of} images ({progress.failed} failed) — {counts}"
-
-
-class WorkerLauncher(_Form):
-    """The worker notebook's form: connection info, a label, Start and Stop, and the engine's status."""
-
-    def __init__(self, *, connection_path: str = "", label: str = "worker1") -> None:
-        self.path_box = w.Text(
-            value=connection_path,
-            description="File",
-            placeholder="path to ipcontroller-*-engine.json",
-            layout=w.Layout(width="520px"),
-        )
-        self.paste_box = w.Password(
-            description="or paste",
-            placeholder="the file's contents (never shown)",
-            layout=w.Layout(width="520px"),
-        )
-        self.label_box = w.Text(value=label, description="Label")
-        self.start_button = w.Button(description="Start", button_style="primary", icon="play")
-        self.stop_button = w.Button(description="Stop", icon="stop")
-        self.name = w.HTML()
-        self.status_line = w.HTML()
-        self.errors_to = self.status_line
-        self.engine: WorkerEngine | None = None
-        self.start_button.on_click(lambda _: self._safely(self.start))
-        self.stop_button.on_click(lambda _: self._safely(self.stop))
-        self.widget = w.VBox(
-            [
-                self.path_box,
-                self.paste_box,
-                self.label_box,
-                w.HBox([self.start_button, self.stop_button]),
-                self.name,
-                self.status_line,
-            ]
-        )
-        self.refresh()
-
-    def start(self, *, wait_s: float = 30.0) -> str:
-        """Start the engine from the form's values and wait until it registers; the worker's name."""
-        if self.engine is not None and self.engine.process.poll() is None:
-            self.refresh()
-            return self.engine.name
-        connection = self.paste_box.value if self.paste_box.value.strip() else self.path_box.value
-        # the pasted key goes to a private file and leaves the form, so no saved widget state holds it
-        self.paste_box.value = ""
-        if not connection.strip():
-            msg = "no connection info: give the path of ipcontroller-*-engine.json or paste its contents."
-            raise ImgdistError(msg)
-        if not connection.lstrip().startswith("{"):
-            connection = str(Path(connection).expanduser())
-        self.engine = WorkerEngine.start(connection, self.label_box.value)
-        self.refresh()
-        try:
-            self.engine.wait_registered(wait_s)
-        finally:
-            self.refresh()
-        return self.engine.name
-
-    def autostart(self) -> str:
-        """Start at once when a connection file was given; otherwise say what to do."""
-        if not self.path_box.value.strip():
-            return "No connection file given: fill in the form above and press Start."
-        return f"Started {self.start()}."
-
-    def stop(self) -> None:
-        """Stop the engine started here."""
-        if self.engine is not None:
-            self.engine.stop()
-        self.refresh()
-
-    def status(self) -> str:
-        """The engine's status as one line."""
-        return str(self.engine.status()) if self.engine is not None else "not started"
-
-    def refresh(self) -> None:
-        """Show the worker's name and the engine's current status."""
-        if self.engine is None:
-            self.name.value = ""
-        else:
-            self.name.value = (
-                f"<b>Worker name</b> (type it into the main notebook): "
-                f"<code>{html.escape(self.engine.name)}</code>"
-            )
-        self.status_line.value = _message("info", f"Engine: {self.status()}")
