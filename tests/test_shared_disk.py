@@ -5,10 +5,12 @@ once (the results checker with --exact), whatever route each worker gets."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import cv2
@@ -70,13 +72,35 @@ def run_main(lab: SharedDiskLab, cwd: Path, *args: str) -> subprocess.Popen:
     )
 
 
-def engine_file_of(main: subprocess.Popen) -> Path:
-    """The engine connection file the main prints (it waits for workers to join)."""
-    for line in main.stdout:
-        if "Engine connection file:" in line:
-            return Path(line.split("Engine connection file:", 1)[1].strip())
+def engine_file_of(main: subprocess.Popen, timeout_s: float = 120) -> Path:
+    """The engine connection file the main prints (it waits for workers to join). The wait is
+    bounded: a main that has not said it by `timeout_s` is killed, which ends its output."""
+    timer = threading.Timer(timeout_s, os.killpg, (main.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        for line in main.stdout:
+            if "Engine connection file:" in line:
+                return Path(line.split("Engine connection file:", 1)[1].strip())
+    finally:
+        timer.cancel()
     pytest.fail("the main printed no engine connection file")
     return Path()
+
+
+@contextlib.contextmanager
+def job(lab: SharedDiskLab, cwd: Path, *args: str, unmounted: tuple[str, ...] = ()):
+    """The main (`run_main`) and its two workers; the workers and, if it is still running, the
+    main are stopped however the block ends."""
+    main = run_main(lab, cwd, *args)
+    workers: dict = {}
+    try:
+        workers = start_workers(lab, engine_file_of(main), unmounted=unmounted)
+        yield main, workers
+    finally:
+        stop(workers)
+        if main.poll() is None:
+            os.killpg(main.pid, signal.SIGTERM)
+            main.wait(30)
 
 
 def finish(main: subprocess.Popen, timeout_s: float = 240) -> str:
@@ -96,12 +120,8 @@ def test_relative_inputs_from_workers_started_elsewhere(lab):
     """`--inputs photos` (relative, on the share) with workers started in /: both workers take
     the path route, and each of 200 images is processed exactly once."""
     make_copies(sample_portrait(), 200, lab.share / "rel" / "photos")
-    main = run_main(lab, lab.share / "rel", "--inputs", "photos", "--out", "out")
-    workers = start_workers(lab, engine_file_of(main))
-    try:
+    with job(lab, lab.share / "rel", "--inputs", "photos", "--out", "out") as (main, _):
         output = finish(main)
-    finally:
-        stop(workers)
     assert "200 images processed, 0 failed" in output
     assert "(path transport, balanced schedule)" in output
     check_results(
@@ -114,12 +134,11 @@ def test_inputs_private_to_the_main_with_outputs_on_the_share(lab):
     cannot read the inputs, so their bytes travel (direct), and every image is processed once."""
     make_copies(sample_portrait(), 40, lab.private / "photos")
     out = lab.share / "private-out"
-    main = run_main(lab, lab.base, "--inputs", str(lab.private / "photos"), "--out", str(out))
-    workers = start_workers(lab, engine_file_of(main))
-    try:
+    with job(lab, lab.base, "--inputs", str(lab.private / "photos"), "--out", str(out)) as (
+        main,
+        _,
+    ):
         output = finish(main)
-    finally:
-        stop(workers)
     assert "40 images processed, 0 failed" in output
     assert "(direct transport, balanced schedule)" in output
     assert f"worker1@h1host: direct ({lab.private / 'photos'}" in output  # the route, and why
@@ -132,12 +151,11 @@ def test_a_mixed_cluster_gives_each_worker_its_route(lab):
     bytes (direct), in the same run; the summary says which and why; each image once."""
     make_copies(sample_portrait(), 60, lab.share / "mixed" / "photos")
     out = lab.share / "mixed" / "out"
-    main = run_main(lab, lab.share / "mixed", "--inputs", "photos", "--out", "out")
-    workers = start_workers(lab, engine_file_of(main), unmounted=("h2",))
-    try:
+    with job(lab, lab.share / "mixed", "--inputs", "photos", "--out", "out", unmounted=("h2",)) as (
+        main,
+        _,
+    ):
         output = finish(main)
-    finally:
-        stop(workers)
     assert "60 images processed, 0 failed" in output
     assert "(mixed transport, balanced schedule)" in output
     assert "Routes: worker1@h1host: path; worker2@h2host: direct (" in output
@@ -156,14 +174,10 @@ def test_big_images_with_a_short_stall_timeout_finish(lab):
     big = cv2.merge([ramp, ramp.T.copy(), np.full_like(ramp, 128)])
     for index in range(12):
         cv2.imwrite(str(photos / f"IMG_{index}.jpg"), np.roll(big, index * 50, axis=1))
-    main = run_main(
+    with job(
         lab, lab.share / "big", "--inputs", "photos", "--out", "out", "--stall-timeout", "2"
-    )
-    workers = start_workers(lab, engine_file_of(main))
-    try:
+    ) as (main, _):
         output = finish(main, timeout_s=300)
-    finally:
-        stop(workers)
     assert "12 images processed, 0 failed" in output
     assert "stopped answering" not in output
     check_results(lab.share / "big" / "out", "--exact", "--expect-images", 12)
@@ -174,9 +188,7 @@ def test_killing_a_worker_mid_run_loses_nothing(lab):
     the other worker; every one of 600 images is processed exactly once."""
     make_copies(sample_portrait(), 600, lab.share / "kill" / "photos")
     out = lab.share / "kill" / "out"
-    main = run_main(lab, lab.share / "kill", "--inputs", "photos", "--out", "out")
-    workers = start_workers(lab, engine_file_of(main))
-    try:
+    with job(lab, lab.share / "kill", "--inputs", "photos", "--out", "out") as (main, workers):
         images = out / "images"
         assert wait_until(
             lambda: images.is_dir() and len(list(images.glob("*_processed.jpg"))) >= 100,
@@ -185,8 +197,6 @@ def test_killing_a_worker_mid_run_loses_nothing(lab):
         )
         os.killpg(workers["h2"].pid, signal.SIGKILL)  # the worker and its engine, at once
         output = finish(main)
-    finally:
-        stop(workers)
     assert "600 images processed, 0 failed" in output
     assert "Workers lost during the run: worker2@h2host" in output
     check_results(out, "--exact", "--expect-images", 600)

@@ -189,7 +189,6 @@ class DataClient:
             self.socket.curve_serverkey = server_public_key
             self.socket.curve_publickey, self.socket.curve_secretkey = zmq.curve_keypair()
         self.socket.connect(address)
-        self.send_wait_s = 0.0  # time spent waiting for the link to take results
         self.token = self._prove(cluster_key, run_id, worker.encode())
 
     def _prove(self, cluster_key: bytes, run_id: bytes, worker: bytes) -> bytes:
@@ -217,12 +216,10 @@ class DataClient:
         return (kind.bytes, *frames)
 
     def send_result(self, header: dict, payloads: list) -> None:
-        """Send a chunk's results (zero-copy); the time waited for the link is measured."""
-        started = time.perf_counter()
+        """Send a chunk's results (zero-copy)."""
         self.socket.send_multipart(
             [PROTOCOL, b"result", self.token, json.dumps(header).encode(), *payloads], copy=False
         )
-        self.send_wait_s += time.perf_counter() - started
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Say goodbye and wait until the main has handled everything sent before."""

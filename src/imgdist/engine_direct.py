@@ -51,14 +51,12 @@ def process_direct(
 
 def _pull_chunks(client, worker: str, pace: _Pace, max_pixels: int, prefetch: int) -> int:
     """Ask for chunks, `prefetch` in flight, until the main has none; images processed."""
-    processed, waited, asks = 0, 0.0, collections.deque()
+    processed, asks = 0, collections.deque()
     for _ in range(prefetch):
         client.ask()
         asks.append(time.perf_counter())
     while asks:
-        started = time.perf_counter()
         kind, *frames = client.receive(DIRECT_TIMEOUT_S)
-        waited += time.perf_counter() - started
         asked_at = asks.popleft()  # the main answers a worker's asks in order
         if kind == b"none":
             continue
@@ -69,7 +67,6 @@ def _pull_chunks(client, worker: str, pace: _Pace, max_pixels: int, prefetch: in
         seconds = time.perf_counter() - asked_at - header.get("held_s", 0.0)
         pace.arrived(sum(len(frame) for frame in frames), seconds)
         result, outputs = _direct_chunk(header, frames[1:], worker, max_pixels, pace)
-        result |= {"recv_wait_s": waited, "send_wait_s": client.send_wait_s}
         client.send_result(result, outputs)
         processed += len(result["done"])
         client.ask()
@@ -147,12 +144,10 @@ def _direct_image(meta: list, payload: bytes, worker: str, max_pixels: int, pace
 
 def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int, pace: _Pace):
     """One chunk of the data route: each image's step; (result, output payloads)."""
-    done, errors, times, outputs = [], [], [], []
-    started = time.perf_counter()
+    done, errors, outputs = [], [], []
     bits_allowed = header.get("bits_allowed", False)
     for position, (index, meta) in enumerate(header["items"]):
         payload = payloads[position].bytes if payloads else b""
-        began = time.time()
         try:
             if header["transport"] == "encoded":
                 step, out_meta, out_payload = _direct_image(
@@ -167,16 +162,11 @@ def _direct_chunk(header: dict, payloads: list, worker: str, max_pixels: int, pa
             errors.append([index, str(exc) or type(exc).__name__])
             continue
         done.append([index, out_meta, step])
-        times.append([began, time.time()])
         if step != "path":
             outputs.append(out_payload)
     result = {
         "chunk": header["chunk"],
         "done": done,
         "errors": errors,
-        "times": times,
-        "compute_s": time.perf_counter() - started,
-        "link_bps": pace.link_bps,
-        "jpeg_s": pace.jpeg_s,
     }
     return result, outputs

@@ -89,11 +89,9 @@ def modelled_capacity(
     unless its own link carries fewer; the main handles one per `main_ms`; every image's bytes
     cross the main's link. `shared_cores`: main and workers on one machine of that many cores
     (the netns test bed), which then cannot do more than cores / (main_ms + worker_ms)."""
-    per_worker = min(1000 / route.worker_ms, worker_link_bps / 8 / route.bytes_per_image)
     limits = {
-        "workers" if per_worker * route.worker_ms >= 1000 - 1e-9 else "the workers' links": (
-            workers * per_worker
-        ),
+        "workers": workers * 1000 / route.worker_ms,
+        "the workers' links": workers * worker_link_bps / 8 / route.bytes_per_image,
         "the main's CPU": 1000 / route.main_ms,
         "the main's link": main_link_bps / 8 / route.bytes_per_image,
     }
@@ -107,20 +105,18 @@ def mixed_capacity(jpeg: Route, bits: Route, workers: int, **links: float | None
     """The best mix of two routes (a share of the images one way, the rest the other, in steps
     of 1%): what `direct` aims for when it sends bits while the main has CPU to spare and JPEGs
     otherwise. `links` as for `modelled_capacity`."""
-    best = None
-    for percent in range(101):
+
+    def mix(percent: int) -> Route:
         share = percent / 100
-        mix = Route(
+        return Route(
             f"{percent}% {bits.name}",
             jpeg.main_ms + share * (bits.main_ms - jpeg.main_ms),
             jpeg.worker_ms + share * (bits.worker_ms - jpeg.worker_ms),
             jpeg.bytes_per_image + share * (bits.bytes_per_image - jpeg.bytes_per_image),
         )
-        capacity = modelled_capacity(mix, workers, **links)  # type: ignore[arg-type]
-        if best is None or capacity.images_per_s > best.images_per_s + 1e-9:
-            best = capacity
-    assert best is not None
-    return best
+
+    capacities = [modelled_capacity(mix(p), workers, **links) for p in range(101)]  # type: ignore[arg-type]
+    return max(capacities, key=lambda capacity: round(capacity.images_per_s, 9))
 
 
 def cpu_seconds(pids: Sequence[int], *, with_children: bool = False) -> float:

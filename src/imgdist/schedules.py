@@ -117,16 +117,7 @@ class BatchRun(RunBase):
 
     def _send(self, worker: Worker, items: list[Item], *, alone: bool = False) -> None:
         transport = self.routes.get(worker.engine_id, self.transport)
-        metas, payloads, sendable = [], [], []
-        for item in items:
-            try:
-                meta, payload = prepare(transport, item, max_pixels=self.max_pixels)
-            except (ImgdistError, OSError) as exc:  # the main cannot read it: it fails alone
-                self.fail(item, str(exc))
-                continue
-            metas.append(meta)
-            payloads.append(payload)
-            sendable.append(item)
+        sendable, metas, payloads = self._prepared(transport, items)
         if not sendable:
             return
         if self._load(worker) == 0:
@@ -136,6 +127,21 @@ class BatchRun(RunBase):
             worker, "process_batch", transport, metas, *args, max_pixels=self.max_pixels
         )
         self.in_flight[future] = _Batch(worker, sendable, time.perf_counter(), alone, transport)
+
+    def _prepared(self, transport: str, items: list[Item]) -> tuple[list[Item], list, list]:
+        """(items, metas, payloads) ready to send by `transport`; an image the main cannot
+        read fails alone and is left out."""
+        sendable, metas, payloads = [], [], []
+        for item in items:
+            try:
+                meta, payload = prepare(transport, item, max_pixels=self.max_pixels)
+            except (ImgdistError, OSError) as exc:
+                self.fail(item, str(exc))
+                continue
+            sendable.append(item)
+            metas.append(meta)
+            payloads.append(payload)
+        return sendable, metas, payloads
 
     def execute(self) -> None:
         """Run until every input is processed or failed."""

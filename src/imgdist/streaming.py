@@ -9,8 +9,9 @@ How each image comes back is decided from measurements made during the run:
   the main allows it, the image's bits (`compact`, ~1/6 of the bytes; the main encodes) if the
   worker's link could not carry its JPEGs as fast as it makes them (its link measured from how
   fast its chunks arrive after it asks, less the time the main held each request: the run's
-  best such sample; the size of its JPEGs and the time it takes to make one). The main allows bits while its loop spent under `MAIN_SPARE` of
-  the last second working rather than waiting for workers.
+  best such sample; the size of its JPEGs and the time it takes to make one). The main allows
+  bits while its loop spent under `MAIN_SPARE` of the last second working rather than waiting
+  for workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from imgdist.cluster import Worker
@@ -26,7 +28,7 @@ from imgdist.errors import ImgdistError, WorkerLostError
 from imgdist.files import Item
 from imgdist.runbase import CONTROLLER_CHECK_S
 from imgdist.schedules import MAX_BATCH, BatchRun
-from imgdist.transports import finish, prepare
+from imgdist.transports import finish
 from imgdist.tuning import keep_freed_memory
 
 MAIN_SPARE = 0.6  # the main keeps 40% of a core for serving when it encodes for link-bound workers
@@ -44,7 +46,6 @@ class _Peer:
     peer: bytes = b""
     held: dict[int, tuple[list[Item], str, float]] = field(default_factory=dict)
     heard: float = 0.0
-    link_bps: float = 0.0  # what it measured of its link
 
 
 class DirectRun(BatchRun):
@@ -65,7 +66,7 @@ class DirectRun(BatchRun):
         self.exhausted = False  # every input has been handed out
         self.chunk_number = 0
         # (end, seconds worked) of each loop turn: the loop's time not spent waiting in poll
-        self.busy_marks: list[tuple[float, float]] = []
+        self.busy_marks: deque[tuple[float, float]] = deque()
         self.steps: dict[str, int] = {}  # images sent per step, for the summary
 
     def execute(self) -> None:
@@ -154,16 +155,8 @@ class DirectRun(BatchRun):
     def _next(self, server: DataServer, peer: _Peer, *, since: float) -> None:
         step = self._step(peer)
         items = self.take(self._chunk_size())
-        metas, payloads, sendable = [], [], []
-        for item in items:
-            try:
-                meta, payload = prepare(step, item, max_pixels=self.max_pixels)
-            except (ImgdistError, OSError) as exc:  # the main cannot read it: it fails alone
-                self.fail(item, str(exc))
-                continue
-            metas.append([item.index, list(meta) if isinstance(meta, tuple) else meta])
-            payloads.append(payload)
-            sendable.append(item)
+        sendable, metas, payloads = self._prepared(step, items)
+        metas = [[item.index, list(meta)] for item, meta in zip(sendable, metas, strict=True)]
         if not items:
             self.exhausted = True
             server.send_none(peer.peer)
@@ -192,7 +185,7 @@ class DirectRun(BatchRun):
         request does not count)."""
         now = time.monotonic()
         while len(self.busy_marks) > 1 and now - self.busy_marks[0][0] > LOAD_WINDOW_S:
-            self.busy_marks.pop(0)
+            self.busy_marks.popleft()
         if not self.busy_marks:
             return 0.0
         start = self.busy_marks[0][0] - self.busy_marks[0][1]  # the first mark's interval start
@@ -206,7 +199,6 @@ class DirectRun(BatchRun):
             return  # not a chunk it holds: nothing it sent is written
         items, step, sent = held
         by_index = {item.index: item for item in items}
-        peer.link_bps = header.get("link_bps", 0.0)
         done = header.get("done", [])
         now = time.perf_counter()
         self.span(event.worker, sent - self.started, now - self.started, len(items))
