@@ -11,6 +11,8 @@ in the main host, starts the controller and measures, Benchee-style and interlea
 from __future__ import annotations
 
 import argparse
+import functools
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -170,9 +172,9 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
 
     costs = []
     for transport in MAIN_COST_TRANSPORTS:
+        folder = out / "data" / f"cost-{transport}"
 
-        def run(n: int, transport: str = transport) -> dict:
-            folder = out / "data" / f"cost-{transport}"
+        def run(n: int, transport: str = transport, folder: Path = folder) -> dict:
             result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
             assert result.ok, result.summary()
             return result.steps
@@ -185,6 +187,7 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
                 worker_pids=[w.pid for w in workers],
                 small=args.small,
                 large=args.large,
+                before_each=functools.partial(shutil.rmtree, folder, ignore_errors=True),
             )
         )
     return costs

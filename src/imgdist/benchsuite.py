@@ -10,6 +10,7 @@ process, no scheduling.
 from __future__ import annotations
 
 import contextlib
+import functools
 import resource
 import shutil
 import statistics
@@ -268,6 +269,7 @@ def run_main_cost(
                     small=small,
                     large=large,
                     repeats=repeats,
+                    before_each=functools.partial(shutil.rmtree, out, ignore_errors=True),
                 )
             )
     finally:
