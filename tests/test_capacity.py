@@ -4,10 +4,15 @@ the marginal cost per image is counted."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
+import psutil
 import pytest
 
-from imgdist.maincost import Route, marginal_cost, mixed_capacity, modelled_capacity
+from imgdist.maincost import Route, cpu_seconds, marginal_cost, mixed_capacity, modelled_capacity
+
+from .conftest import read_line
 
 GBIT = 1e9
 JPEG = Route("JPEG back", main_ms=0.5, worker_ms=2.0, bytes_per_image=200_000)
@@ -78,3 +83,35 @@ def test_marginal_cost_prepares_each_run_outside_the_count():
     assert events == ["run 2", *["empty", "run 2", "empty", "run 5"] * 2]
     assert cost.steps == {"encoded": 14}
     assert cost.images == (2, 5)
+
+
+BURNER = """
+import sys, threading
+t = threading.Thread(target=lambda: sum(range(3_000_000)))
+t.start(); t.join(); sum(range(3_000_000))
+print("done", flush=True); sys.stdin.read()
+"""
+
+
+def test_cpu_seconds_agree_with_proc_to_the_tick():
+    """The CPU clock read for a process (to the nanosecond) counts what /proc counts in 10 ms
+    ticks, its ended threads included."""
+    burner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            BURNER,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert read_line(burner, timeout_s=60) == "done\n"
+        times = psutil.Process(burner.pid).cpu_times()
+        counted = cpu_seconds([burner.pid])
+        assert abs(counted - (times.user + times.system)) < 0.03
+        assert counted > 0.05
+    finally:
+        burner.kill()
+        burner.wait(timeout=10)

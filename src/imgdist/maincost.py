@@ -7,8 +7,10 @@ It answers "how many workers can one main keep busy": about worker cost / main c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -126,12 +128,24 @@ def cpu_seconds(pids: Sequence[int], *, with_children: bool = False) -> float:
         try:
             process = psutil.Process(pid)
             members = [process, *(process.children(recursive=True) if with_children else [])]
-            for member in members:
-                times = member.cpu_times()
-                total += times.user + times.system
+            total += sum(_process_cpu_s(member) for member in members)
         except psutil.Error:
             continue  # gone meanwhile: what it used is lost to the count, said in the docs
     return total
+
+
+_CPUCLOCK_SCHED = 2  # Linux: a process's CPU clock id is (~pid << 3) | 2 (clock_getcpuclockid)
+
+
+def _process_cpu_s(process: psutil.Process) -> float:
+    """A process's CPU seconds, all its threads, living and ended. On Linux from its CPU clock,
+    to the nanosecond: /proc's user and system times count in 10 ms ticks, ~10 us per image
+    of a 1,000-image run, as much as the differences being measured."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            return time.clock_gettime(((~process.pid) << 3) | _CPUCLOCK_SCHED)
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def marginal_cost(
@@ -178,9 +192,8 @@ def marginal_cost(
 
 
 def _sides(me: psutil.Process, controller_pid: int, worker_pids: Sequence[int]) -> tuple:
-    times = me.cpu_times()
     return (
-        times.user + times.system,
+        _process_cpu_s(me),
         cpu_seconds([controller_pid], with_children=True),
         cpu_seconds(worker_pids),
     )
