@@ -117,7 +117,7 @@ def _execute(run, result: RunResult, plan: OutputPlan, manifest) -> None:
             run.execute()
         finally:
             result.elapsed_s = time.perf_counter() - started
-            result.processed.sort(key=lambda e: run.order[e.output])
+            result.processed.sort(key=lambda e: run.order[str(e.output)])
             if manifest is not None:
                 write_manifest(Path(manifest), run.manifest_entries())
 

@@ -11,10 +11,21 @@ import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imgdist.names import output_name
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL
 _part_numbers = itertools.count()
+_pid = os.getpid()  # in every temporary name: asked once, not once per file
+
+
+def _new_pid() -> None:
+    global _pid  # a forked child has a pid of its own
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_new_pid)
 
 
 def atomic_write(path: Path | str, data: bytes | memoryview, *, durable: bool = False) -> None:
@@ -27,15 +38,17 @@ def atomic_write(path: Path | str, data: bytes | memoryview, *, durable: bool = 
     Plain `os` calls: this runs once per image on the main (direct transport) and the engines.
     """
     path = os.fspath(path)
-    folder, name = os.path.split(path)
+    folder, sep, name = path.rpartition(os.sep)
     # Not mkstemp: its files are mode 0600, and the output should get the usual umask mode.
-    tmp = os.path.join(folder, f".{name}.{os.getpid()}.{next(_part_numbers)}.part")
+    tmp = f"{folder}{sep}.{name}.{_pid}.{next(_part_numbers)}.part"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(tmp, _NEW_FILE, 0o666)
         try:
             view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            written = os.write(fd, view)
+            while written < view.nbytes:  # a short write: the rest
+                view = view[written:]
+                written = os.write(fd, view)
             if durable:
                 os.fsync(fd)
         finally:
@@ -48,7 +61,7 @@ def atomic_write(path: Path | str, data: bytes | memoryview, *, durable: bool = 
     if durable:
         # some network file systems cannot sync a folder; the file itself is synced already
         with contextlib.suppress(OSError):
-            folder_fd = os.open(folder or ".", os.O_RDONLY)
+            folder_fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
             try:
                 os.fsync(folder_fd)
             finally:
@@ -150,10 +163,10 @@ class _Relative:
         return full.removeprefix(self.base)
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One image of a run: its position in the input, its source (as given, and as an absolute
-    real path: what a worker on a shared disk is sent) and where its output goes."""
+    real path: what a worker on a shared disk is sent) and where its output goes. (A named
+    tuple: the main makes one per image, at a third of a frozen dataclass's cost.)"""
 
     index: int
     source: Path

@@ -60,7 +60,8 @@ class RunBase:
         self.suspects: deque[Item] = deque()
         self.deaths: dict[int, list[str]] = {}  # image index -> workers lost while holding it
         self.taken = 0
-        self.order: dict[Path, int] = {}
+        # output (as text: a Path's hash costs ~4 us the first time) -> its input's position
+        self.order: dict[str, int] = {}
         self.per_worker: dict[str, int] = {}
         self.last_checkpoint = time.monotonic()
         self.seen_ids = set(cluster.engine_ids)
@@ -82,7 +83,7 @@ class RunBase:
                 break
             kept = self.previous.pop(Path(source).resolve(), None) if self.previous else None
             if kept is not None:  # its output keeps its name, which the plan holds reserved
-                self.order[kept.output] = self.taken
+                self.order[str(kept.output)] = self.taken
                 self.result.processed.append(kept)
                 self.result.resumed += 1
             else:
@@ -143,10 +144,11 @@ class RunBase:
                 self.result.rejoined.append(worker.name)
 
     def succeed(self, item: Item, worker_name: str) -> None:
-        if item.output in self.order:  # first report wins: one output, one manifest entry
+        output = str(item.output)
+        if output in self.order:  # first report wins: one output, one manifest entry
             self.result.duplicates.append((item.source, worker_name))
             return
-        self.order[item.output] = item.index
+        self.order[output] = item.index
         self.result.processed.append(ManifestEntry(item.source, item.output, worker_name))
         self.per_worker[worker_name] = self.per_worker.get(worker_name, 0) + 1
         self.progress()
