@@ -27,7 +27,7 @@ CASES = {
     "compact": {"transport": "compact"},
     "fast": {},
 }
-MAIN_COST_TRANSPORTS = ("direct", "encoded", "compact")
+MAIN_COST_TRANSPORTS = ("direct", "encoded", "compact", "floor")
 
 
 def inner(args: argparse.Namespace) -> int:
@@ -168,6 +168,7 @@ def capacity_model(costs: list, image: Path, workers: int, rate_bps: float) -> d
 def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) -> list:
     """Main side against workers per image, across the hosts, links unshaped."""
     from imgdist.distribution import distribute
+    from imgdist.floor import FLOOR, floor_run
     from imgdist.maincost import marginal_cost
 
     costs = []
@@ -175,6 +176,8 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
         folder = out / "data" / f"cost-{transport}"
 
         def run(n: int, transport: str = transport, folder: Path = folder) -> dict:
+            if transport == FLOOR:
+                return floor_run(cluster, workers, copies[:n], folder)
             result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
             assert result.ok, result.summary()
             return result.steps

@@ -128,7 +128,7 @@ def test_main_cost_json_has_the_documented_shape(tmp_path):
     data = json.loads((tmp_path / "c.json").read_text())
     assert set(data) == {"main_cost", "machine", "params"}
     costs = {row["transport"]: row for row in data["main_cost"]}
-    assert set(costs) == {"path", "direct", "encoded", "compact", "pixels"}
+    assert set(costs) == {"path", "direct", "encoded", "compact", "pixels", "floor"}
     for row in costs.values():
         assert set(row) == {
             "transport", "main_ms", "controller_ms", "worker_ms", "images",
@@ -141,3 +141,5 @@ def test_main_cost_json_has_the_documented_shape(tmp_path):
     # direct says how its images came back over the timed runs (3 x 64 + 3 x 1024 of them)
     assert sum(costs["direct"]["steps"].values()) == 3 * (64 + 1024)
     assert costs["encoded"]["steps"] == {}
+    assert costs["floor"]["steps"] == {"floor": 3 * (64 + 1024)}
+    assert "floor: the main reads each input, moves the bytes, writes each output" in done.stdout

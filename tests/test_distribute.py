@@ -10,6 +10,7 @@ from imgdist.connections import Connections, resolve
 from imgdist.distribution import distribute
 from imgdist.errors import ParameterError, WorkerNameError
 from imgdist.files import read_manifest
+from imgdist.floor import FLOOR, floor_run
 from imgdist.image import threshold_and_label
 from imgdist.portrait import make_copies
 from imgdist.transports import TRANSPORTS
@@ -197,3 +198,17 @@ def test_streamed_inputs_are_processed_in_order(workers, copies, tmp_path):
         )
         assert [e.source for e in result.processed] == copies
         assert len(set(result.per_worker())) >= 2
+
+
+def test_the_floor_run_writes_every_output(two_workers, copies, tmp_path):
+    """The main-cost floor (`imgdist.floor`) is a real job, not a stand-in: every input's output
+    is written under its name, thresholded and labelled by one of the workers."""
+    assert floor_run(two_workers[0].cluster, two_workers, copies, tmp_path / "floor") == {
+        FLOOR: len(copies)
+    }
+    source = cv2.imread(str(copies[0]))
+    expected = [as_written(threshold_and_label(source, w.name)) for w in two_workers]
+    for copy in copies:
+        out = cv2.imread(str(tmp_path / "floor" / copy.name))
+        assert any(np.array_equal(out, e) for e in expected), copy.name
+    assert sorted(p.name for p in (tmp_path / "floor").iterdir()) == sorted(c.name for c in copies)

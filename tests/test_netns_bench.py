@@ -51,12 +51,14 @@ def test_netns_bench_json(tmp_path):
     assert sum(params["fast_steps"].values()) == 8
     assert params["outputs_on"] in {"ext4", "tmpfs", "xfs", "btrfs", "overlay"}
     costs = {row["transport"]: row for row in params["main_cost"]}
-    assert set(costs) == {"direct", "encoded", "compact"}
+    assert set(costs) == {"direct", "encoded", "compact", "floor"}
     for row in costs.values():
         assert row["images"] == [16, 64]
         assert row["worker_ms"] > 0
         assert row["ratio"] == pytest.approx(row["main_side_ms"] / row["worker_ms"])
     assert sum(costs["direct"]["steps"].values()) == 3 * (16 + 64)
+    assert costs["floor"]["steps"] == {"floor": 3 * (16 + 64)}
+    assert "floor: the main reads each input, moves the bytes, writes each output" in done.stdout
     model = params["model"]
     assert [route["name"] for route in model["routes"]] == ["JPEG back", "bits back"]
     jpeg = model["routes"][0]

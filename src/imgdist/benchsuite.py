@@ -28,6 +28,7 @@ from imgdist.codec import decode, encode, read_file
 from imgdist.distribution import distribute
 from imgdist.errors import ImageError, ParameterError
 from imgdist.files import atomic_write
+from imgdist.floor import FLOOR, floor_run
 from imgdist.maincost import MainCost, marginal_cost
 from imgdist.names import copy_name, output_name
 from imgdist.peers import CEILING, PEERS, start_peer
@@ -233,7 +234,7 @@ def run_scaling(counts: Sequence[int], *, n_engines: int = 2, runs: int = 3) -> 
     return points
 
 
-MAIN_COST_TRANSPORTS = ("path", "direct", "encoded", "compact", "pixels")
+MAIN_COST_TRANSPORTS = ("path", "direct", "encoded", "compact", "pixels", FLOOR)
 
 
 def run_main_cost(
@@ -253,6 +254,8 @@ def run_main_cost(
             out = suite.scratch / "out" / transport
 
             def run(n: int, transport: str = transport, out: Path = out) -> dict:
+                if transport == FLOOR:
+                    return floor_run(suite.cluster, suite.workers, suite.sources[:n], out)
                 result = distribute(
                     suite.workers, suite.sources[:n], out_dir=out, transport=transport
                 )

@@ -183,4 +183,5 @@ class EngineTask:
 _ELSEWHERE = {
     "process_claimed": "imgdist.engine_claims",
     "process_direct": "imgdist.engine_direct",
+    "plain_chunks": "imgdist.floor",
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from imgdist.bench import BenchReport
 from imgdist.codec import decode, encode, read_file
+from imgdist.floor import FLOOR
 from imgdist.image import Wire
 
 THUMBNAIL_WIDTH = 200
@@ -271,7 +272,7 @@ def scaling_table_text(points) -> str:
 
 def main_cost_table_text(costs) -> str:
     """Per transport: CPU ms per image on the main's side and the workers', the ratio, and how
-    many workers one main keeps busy."""
+    many workers one main keeps busy; the floor's row, when measured, said in words."""
     header = (
         f"{'transport':<10}{'main':>9}{'controller':>12}{'main side':>11}{'workers':>10}"
         f"{'ratio':>8}{'workers fed':>13}"
@@ -286,8 +287,13 @@ def main_cost_table_text(costs) -> str:
     lines.append(
         "(CPU per image, marginal: a large run minus a small one; ratio = main side / workers)"
     )
+    if any(cost.transport == FLOOR for cost in costs):
+        lines.append(
+            f"{FLOOR}: the main reads each input, moves the bytes, writes each output and keeps "
+            "no books (the workers do the whole job): what any route costs at least"
+        )
     for cost in costs:
-        if cost.steps:
+        if cost.steps and cost.transport != FLOOR:
             shown = ", ".join(f"{count} {step}" for step, count in sorted(cost.steps.items()))
             lines.append(f"{cost.transport}'s images came back as: {shown}")
     return "\n".join(lines)
