@@ -11,8 +11,7 @@ in the main host, starts the controller and measures, Benchee-style and interlea
 from __future__ import annotations
 
 import argparse
-import functools
-import shutil
+import itertools
 import subprocess
 import sys
 import tempfile
@@ -173,9 +172,11 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
 
     costs = []
     for transport in MAIN_COST_TRANSPORTS:
-        folder = out / "data" / f"cost-{transport}"
+        runs = itertools.count()
 
-        def run(n: int, transport: str = transport, folder: Path = folder) -> dict:
+        def run(n: int, transport: str = transport, runs=runs) -> dict:
+            # a folder per run, none deleted before the end: see marginal_cost
+            folder = out / "data" / f"cost-{transport}-{next(runs)}"
             if transport == FLOOR:
                 return floor_run(cluster, workers, copies[:n], folder)
             result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
@@ -190,7 +191,6 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
                 worker_pids=[w.pid for w in workers],
                 small=args.small,
                 large=args.large,
-                before_each=functools.partial(shutil.rmtree, folder, ignore_errors=True),
             )
         )
     return costs

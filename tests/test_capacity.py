@@ -3,14 +3,13 @@ the marginal cost per image is counted."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import psutil
 import pytest
 
-from imgdist.maincost import Route, cpu_seconds, marginal_cost, mixed_capacity, modelled_capacity
+from imgdist.maincost import Route, cpu_seconds, mixed_capacity, modelled_capacity
 
 from .conftest import read_line
 
@@ -59,30 +58,6 @@ def test_a_mix_beats_either_route_when_link_and_cpu_both_bind():
     share = int(mixed.route.split("%")[0]) / 100
     main_ms = 0.5 + share * 1.5
     assert mixed.images_per_s == pytest.approx(1000 / main_ms, rel=0.05)
-
-
-def test_marginal_cost_prepares_each_run_outside_the_count():
-    """`before_each` (emptying the output folder) runs before every counted run, never inside
-    one: the small and the large run alternate, after one warm-up run."""
-    events = []
-
-    def run(n: int) -> dict:
-        events.append(f"run {n}")
-        return {"encoded": n}
-
-    cost = marginal_cost(
-        "direct",
-        run,
-        controller_pid=os.getpid(),
-        worker_pids=[os.getpid()],
-        small=2,
-        large=5,
-        repeats=2,
-        before_each=lambda: events.append("empty"),
-    )
-    assert events == ["run 2", *["empty", "run 2", "empty", "run 5"] * 2]
-    assert cost.steps == {"encoded": 14}
-    assert cost.images == (2, 5)
 
 
 BURNER = """

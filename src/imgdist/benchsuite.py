@@ -10,7 +10,7 @@ process, no scheduling.
 from __future__ import annotations
 
 import contextlib
-import functools
+import itertools
 import resource
 import shutil
 import statistics
@@ -251,9 +251,11 @@ def run_main_cost(
     costs = []
     try:
         for transport in transports:
-            out = suite.scratch / "out" / transport
+            runs = itertools.count()
 
-            def run(n: int, transport: str = transport, out: Path = out) -> dict:
+            def run(n: int, transport: str = transport, runs=runs) -> dict:
+                # a folder per run, none deleted before the end: see marginal_cost
+                out = suite.scratch / "out" / f"{transport}-{next(runs)}"
                 if transport == FLOOR:
                     return floor_run(suite.cluster, suite.workers, suite.sources[:n], out)
                 result = distribute(
@@ -272,7 +274,6 @@ def run_main_cost(
                     small=small,
                     large=large,
                     repeats=repeats,
-                    before_each=functools.partial(shutil.rmtree, out, ignore_errors=True),
                 )
             )
     finally:

@@ -157,22 +157,22 @@ def marginal_cost(
     small: int = 64,
     large: int = 1024,
     repeats: int = 3,
-    before_each: Callable[[], None] | None = None,
 ) -> MainCost:
     """Run `run(n)` for `small` and `large` images `repeats` times each, interleaved, counting
     CPU per side; the cost per image is (large - small) / (large - small images), medians.
     `run` may return its run's steps (images per step): they are added up over the timed runs.
-    `before_each` runs before each run, outside the count (to empty the output folder, so that
-    every run writes new files, as a run does, instead of replacing the previous run's)."""
+
+    Give every run a folder of its own, and delete none until the end: replacing the previous
+    run's files costs the main more than writing new ones, and on ext4 without a journal (this
+    project's VM) creating a file in the minute after many were deleted costs 3-10x more (the
+    inode allocator steps over each recently deleted inode: `recently_deleted` in the kernel).
+    """
     me = psutil.Process()
     samples: dict[int, list[tuple[float, float, float]]] = {small: [], large: []}
     steps: dict[str, int] = {}
     run(small)  # warm-up: imports, caches, engines' first images
     for _ in range(repeats):
         for n in (small, large):
-            if before_each is not None:
-                before_each()
-                time.sleep(0.2)  # the file system's own clean-up, before the count
             before = _sides(me, controller_pid, worker_pids)
             for step, count in (run(n) or {}).items():
                 steps[step] = steps.get(step, 0) + count
