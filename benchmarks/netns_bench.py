@@ -168,14 +168,13 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
     """Main side against workers per image, across the hosts, links unshaped."""
     from imgdist.distribution import distribute
     from imgdist.floor import FLOOR, floor_run
-    from imgdist.maincost import marginal_cost
+    from imgdist.maincost import marginal_costs
 
-    costs = []
-    for transport in MAIN_COST_TRANSPORTS:
+    def runner(transport: str):
         runs = itertools.count()
 
-        def run(n: int, transport: str = transport, runs=runs) -> dict:
-            # a folder per run, none deleted before the end: see marginal_cost
+        def run(n: int) -> dict:
+            # a folder per run, none deleted before the end: see marginal_costs
             folder = out / "data" / f"cost-{transport}-{next(runs)}"
             if transport == FLOOR:
                 return floor_run(cluster, workers, copies[:n], folder)
@@ -183,17 +182,15 @@ def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) ->
             assert result.ok, result.summary()
             return result.steps
 
-        costs.append(
-            marginal_cost(
-                transport,
-                run,
-                controller_pid=cluster.controller_pid,
-                worker_pids=[w.pid for w in workers],
-                small=args.small,
-                large=args.large,
-            )
-        )
-    return costs
+        return run
+
+    return marginal_costs(
+        {transport: runner(transport) for transport in MAIN_COST_TRANSPORTS},
+        controller_pid=cluster.controller_pid,
+        worker_pids=[w.pid for w in workers],
+        small=args.small,
+        large=args.large,
+    )
 
 
 def outer(args: argparse.Namespace) -> int:

@@ -3,13 +3,20 @@ the marginal cost per image is counted."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import psutil
 import pytest
 
-from imgdist.maincost import Route, cpu_seconds, mixed_capacity, modelled_capacity
+from imgdist.maincost import (
+    Route,
+    cpu_seconds,
+    marginal_costs,
+    mixed_capacity,
+    modelled_capacity,
+)
 
 from .conftest import read_line
 
@@ -58,6 +65,33 @@ def test_a_mix_beats_either_route_when_link_and_cpu_both_bind():
     share = int(mixed.route.split("%")[0]) / 100
     main_ms = 0.5 + share * 1.5
     assert mixed.images_per_s == pytest.approx(1000 / main_ms, rel=0.05)
+
+
+def test_transports_take_turns_in_each_repeat():
+    """Main-cost runs of several transports alternate within each repeat (after one warm-up
+    run each), so that they are compared side by side; each transport's steps add up."""
+    events = []
+
+    def runner(name: str):
+        def run(n: int) -> dict:
+            events.append(f"{name} {n}")
+            return {name: n}
+
+        return run
+
+    costs = marginal_costs(
+        {"direct": runner("direct"), "floor": runner("floor")},
+        controller_pid=os.getpid(),
+        worker_pids=[os.getpid()],
+        small=2,
+        large=5,
+        repeats=2,
+    )
+    assert events == ["direct 2", "floor 2", *["direct 2", "direct 5", "floor 2", "floor 5"] * 2]
+    assert [(c.transport, c.steps, c.images) for c in costs] == [
+        ("direct", {"direct": 14}, (2, 5)),
+        ("floor", {"floor": 14}, (2, 5)),
+    ]
 
 
 BURNER = """

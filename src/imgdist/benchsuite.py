@@ -29,7 +29,7 @@ from imgdist.distribution import distribute
 from imgdist.errors import ImageError, ParameterError
 from imgdist.files import atomic_write
 from imgdist.floor import FLOOR, floor_run
-from imgdist.maincost import MainCost, marginal_cost
+from imgdist.maincost import MainCost, marginal_costs
 from imgdist.names import copy_name, output_name
 from imgdist.peers import CEILING, PEERS, start_peer
 from imgdist.portrait import get_portrait
@@ -248,13 +248,13 @@ def run_main_cost(
     """CPU per image on the main's side (this process and the controller) against the
     engines', per transport, on `n_engines` local engines: see `imgdist.maincost`."""
     suite = start_suite([f"fast/{n_engines}"], n_images=large)
-    costs = []
     try:
-        for transport in transports:
+
+        def runner(transport: str) -> Callable[[int], dict]:
             runs = itertools.count()
 
-            def run(n: int, transport: str = transport, runs=runs) -> dict:
-                # a folder per run, none deleted before the end: see marginal_cost
+            def run(n: int) -> dict:
+                # a folder per run, none deleted before the end: see marginal_costs
                 out = suite.scratch / "out" / f"{transport}-{next(runs)}"
                 if transport == FLOOR:
                     return floor_run(suite.cluster, suite.workers, suite.sources[:n], out)
@@ -265,17 +265,16 @@ def run_main_cost(
                     raise ImageError(result.summary())
                 return result.steps
 
-            costs.append(
-                marginal_cost(
-                    transport,
-                    run,
-                    controller_pid=suite.cluster.controller_pid,
-                    worker_pids=[w.pid for w in suite.workers],
-                    small=small,
-                    large=large,
-                    repeats=repeats,
-                )
-            )
+            return run
+
+        costs = marginal_costs(
+            {transport: runner(transport) for transport in transports},
+            controller_pid=suite.cluster.controller_pid,
+            worker_pids=[w.pid for w in suite.workers],
+            small=small,
+            large=large,
+            repeats=repeats,
+        )
     finally:
         suite.close()
     return costs

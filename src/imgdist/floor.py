@@ -68,7 +68,8 @@ def _serve(server, futures: dict, sources: list[str], out_dir: str) -> None:
                     continue
                 number += 1
                 held[number] = names
-                header = {"chunk": number, "ext": Path(names[0]).suffix}
+                exts = [os.path.splitext(n)[1] for n in names]  # noqa: PTH122 - text, per image
+                header = {"chunk": number, "exts": exts}
                 server.send_chunk(event.peer, header, [read_file(n) for n in names])
             elif event.kind == "result":
                 names = held.pop(event.header["chunk"])
@@ -104,8 +105,8 @@ def plain_chunks(address: str, run_id: bytes, server_public_key: bytes = b"") ->
                 continue
             header = json.loads(frames[0].bytes)
             outputs = [
-                encode(threshold_and_label(decode(frame.bytes, FLOOR), worker), header["ext"])
-                for frame in frames[1:]
+                encode(threshold_and_label(decode(frame.bytes, FLOOR), worker), ext)
+                for frame, ext in zip(frames[1:], header["exts"], strict=True)
             ]
             client.send_result({"chunk": header["chunk"]}, outputs)
             answered += len(frames) - 1

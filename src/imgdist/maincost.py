@@ -148,38 +148,49 @@ def _process_cpu_s(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-def marginal_cost(
-    transport: str,
-    run: Callable[[int], Mapping[str, int] | None],
+def marginal_costs(
+    runs: Mapping[str, Callable[[int], Mapping[str, int] | None]],
     *,
     controller_pid: int,
     worker_pids: Sequence[int],
     small: int = 64,
     large: int = 1024,
     repeats: int = 3,
-) -> MainCost:
-    """Run `run(n)` for `small` and `large` images `repeats` times each, interleaved, counting
+) -> list[MainCost]:
+    """For each transport's `run(n)`: `small` and `large` images `repeats` times each, counting
     CPU per side; the cost per image is (large - small) / (large - small images), medians.
-    `run` may return its run's steps (images per step): they are added up over the timed runs.
+    The transports take turns within each repeat, so that they are compared side by side (this
+    machine's costs drift within minutes). `run` may return its run's steps (images per step):
+    they are added up over the timed runs.
 
     Give every run a folder of its own, and delete none until the end: replacing the previous
     run's files costs the main more than writing new ones, and on ext4 without a journal (this
-    project's VM) creating a file in the minute after many were deleted costs 3-10x more (the
+    project's VM) creating a file in the minutes after many were deleted costs 3-10x more (the
     inode allocator steps over each recently deleted inode: `recently_deleted` in the kernel).
     """
     me = psutil.Process()
-    samples: dict[int, list[tuple[float, float, float]]] = {small: [], large: []}
-    steps: dict[str, int] = {}
-    run(small)  # warm-up: imports, caches, engines' first images
+    samples = {name: {small: [], large: []} for name in runs}
+    steps: dict[str, dict[str, int]] = {name: {} for name in runs}
+    for run in runs.values():
+        run(small)  # warm-up: imports, caches, engines' first images
     for _ in range(repeats):
-        for n in (small, large):
-            before = _sides(me, controller_pid, worker_pids)
-            for step, count in (run(n) or {}).items():
-                steps[step] = steps.get(step, 0) + count
-            time.sleep(0.2)  # let the controller and engines finish their bookkeeping
-            after = _sides(me, controller_pid, worker_pids)
-            samples[n].append(tuple(b - a for a, b in zip(before, after, strict=True)))
-    per_image = [
+        for name, run in runs.items():
+            for n in (small, large):
+                before = _sides(me, controller_pid, worker_pids)
+                for step, count in (run(n) or {}).items():
+                    steps[name][step] = steps[name].get(step, 0) + count
+                time.sleep(0.2)  # let the controller and engines finish their bookkeeping
+                after = _sides(me, controller_pid, worker_pids)
+                samples[name][n].append(tuple(b - a for a, b in zip(before, after, strict=True)))
+    return [
+        MainCost(name, *_per_image(samples[name], small, large), (small, large), steps[name])
+        for name in runs
+    ]
+
+
+def _per_image(samples: dict[int, list[tuple]], small: int, large: int) -> list[float]:
+    """Milliseconds per image on each side: the medians' difference over the images'."""
+    return [
         (
             statistics.median([s[i] for s in samples[large]])
             - statistics.median([s[i] for s in samples[small]])
@@ -188,7 +199,6 @@ def marginal_cost(
         * 1000
         for i in range(3)
     ]
-    return MainCost(transport, *per_image, images=(small, large), steps=steps)
 
 
 def _sides(me: psutil.Process, controller_pid: int, worker_pids: Sequence[int]) -> tuple:
