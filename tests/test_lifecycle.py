@@ -63,7 +63,9 @@ def test_stopping_a_connected_cluster_leaves_it_running(local_cluster):
 def test_ports_keep_every_controller_port_in_the_range(tmp_path):
     """With ports=(LO, HI) and the fewest ports allowed, every port in the client and engine
     connection files is in range, and the data route finds its port there too (a direct run)."""
-    low = 50_400
+    # below the kernel's ephemeral ports (32768-60999 here): a range inside them was taken now
+    # and then by another connection's local port, and the data route found none free
+    low = 20_400
     high = low + PORTS_NEEDED - 1
     cluster = Cluster.start_local(
         1, profile_dir=tmp_path / "profile", ports=(low, high), timeout_s=60
