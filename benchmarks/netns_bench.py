@@ -11,7 +11,6 @@ in the main host, starts the controller and measures, Benchee-style and interlea
 from __future__ import annotations
 
 import argparse
-import itertools
 import subprocess
 import sys
 import tempfile
@@ -166,26 +165,11 @@ def capacity_model(costs: list, image: Path, workers: int, rate_bps: float) -> d
 
 def main_costs(cluster, workers, copies, out: Path, args: argparse.Namespace) -> list:
     """Main side against workers per image, across the hosts, links unshaped."""
-    from imgdist.distribution import distribute
-    from imgdist.floor import FLOOR, floor_run
+    from imgdist.benchsuite import main_cost_runs
     from imgdist.maincost import marginal_costs
 
-    def runner(transport: str):
-        runs = itertools.count()
-
-        def run(n: int) -> dict:
-            # a folder per run, none deleted before the end: see marginal_costs
-            folder = out / "data" / f"cost-{transport}-{next(runs)}"
-            if transport == FLOOR:
-                return floor_run(cluster, workers, copies[:n], folder)
-            result = distribute(workers, copies[:n], out_dir=folder, transport=transport)
-            assert result.ok, result.summary()
-            return result.steps
-
-        return run
-
     return marginal_costs(
-        {transport: runner(transport) for transport in MAIN_COST_TRANSPORTS},
+        main_cost_runs(cluster, workers, copies, out / "data" / "cost", MAIN_COST_TRANSPORTS),
         controller_pid=cluster.controller_pid,
         worker_pids=[w.pid for w in workers],
         small=args.small,

@@ -237,6 +237,30 @@ def run_scaling(counts: Sequence[int], *, n_engines: int = 2, runs: int = 3) -> 
 MAIN_COST_TRANSPORTS = ("path", "direct", "encoded", "compact", "pixels", FLOOR)
 
 
+def main_cost_runs(
+    cluster: Cluster, workers: Sequence[Worker], sources: Sequence[Path], folder: Path, transports
+) -> dict[str, Callable[[int], dict]]:
+    """For `marginal_costs`: per transport (or the floor), a run of the first n `sources` on
+    `workers`; each run writes into a new folder under `folder`, none deleted before the end
+    (see `marginal_costs`)."""
+
+    def runner(transport: str) -> Callable[[int], dict]:
+        runs = itertools.count()
+
+        def run(n: int) -> dict:
+            out = folder / f"{transport}-{next(runs)}"
+            if transport == FLOOR:
+                return floor_run(cluster, workers, sources[:n], out)
+            result = distribute(workers, sources[:n], out_dir=out, transport=transport)
+            if not result.ok:
+                raise ImageError(result.summary())
+            return result.steps
+
+        return run
+
+    return {transport: runner(transport) for transport in transports}
+
+
 def run_main_cost(
     transports: Sequence[str] = MAIN_COST_TRANSPORTS,
     *,
@@ -249,26 +273,10 @@ def run_main_cost(
     engines', per transport, on `n_engines` local engines: see `imgdist.maincost`."""
     suite = start_suite([f"fast/{n_engines}"], n_images=large)
     try:
-
-        def runner(transport: str) -> Callable[[int], dict]:
-            runs = itertools.count()
-
-            def run(n: int) -> dict:
-                # a folder per run, none deleted before the end: see marginal_costs
-                out = suite.scratch / "out" / f"{transport}-{next(runs)}"
-                if transport == FLOOR:
-                    return floor_run(suite.cluster, suite.workers, suite.sources[:n], out)
-                result = distribute(
-                    suite.workers, suite.sources[:n], out_dir=out, transport=transport
-                )
-                if not result.ok:
-                    raise ImageError(result.summary())
-                return result.steps
-
-            return run
-
         costs = marginal_costs(
-            {transport: runner(transport) for transport in transports},
+            main_cost_runs(
+                suite.cluster, suite.workers, suite.sources, suite.scratch / "out", transports
+            ),
             controller_pid=suite.cluster.controller_pid,
             worker_pids=[w.pid for w in suite.workers],
             small=small,

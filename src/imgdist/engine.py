@@ -183,5 +183,4 @@ class EngineTask:
 _ELSEWHERE = {
     "process_claimed": "imgdist.engine_claims",
     "process_direct": "imgdist.engine_direct",
-    "plain_chunks": "imgdist.floor",
 }

@@ -1,8 +1,9 @@
 """The floor of the main's cost per image without a shared disk: what any route must do on the
 main, and nothing else. Read each input's bytes, send them to a worker, take the output's
-bytes back and write them as a file (atomically, as every route does). The workers do the
-whole image job as in `direct` (so the main shares the machine with them as it does then);
-the main keeps no books: no output plan, manifest, retries, timeline or measures.
+bytes back and write them as a file (atomically, as every route does). The workers run
+`direct`'s own engine side (`process_direct`), so they do the same work and the main shares
+the machine with them as it does then; the main keeps no books: no output plan, manifest,
+retries, timeline or measures.
 
 `imgdist bench --main-cost` and `make bench-netns` count it like a transport (`FLOOR`): the
 main side of `direct` against it says how much of the main's cost is the route's own work.
@@ -12,7 +13,6 @@ It goes over the data route's sockets and handshake (`imgdist.dataroute`), one c
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -33,28 +33,29 @@ def floor_run(
     out_dir: str | os.PathLike,
 ) -> dict[str, int]:
     """Have `workers` process `sources`, their outputs written to `out_dir` under each source's
-    name; {FLOOR: images}. TimeoutError if it takes over `TIMEOUT_S`."""
+    name; {FLOOR: outputs written}. TimeoutError if it takes over `TIMEOUT_S`."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     server = cluster.data_server(os.urandom(16))
     try:
         futures = {
             cluster.submit(
-                worker, "plain_chunks", server.address, server.run_id, server.public_key
+                worker, "process_direct", server.address, server.run_id, server.public_key
             ): worker
             for worker in workers
         }
-        _serve(server, futures, [os.fspath(s) for s in sources], os.fspath(out_dir))
+        written = _serve(server, futures, [os.fspath(s) for s in sources], os.fspath(out_dir))
         for future, worker in futures.items():
             cluster.outcome(future, worker)
     finally:
         server.close()
-    return {FLOOR: len(sources)}
+    return {FLOOR: written}
 
 
-def _serve(server, futures: dict, sources: list[str], out_dir: str) -> None:
+def _serve(server, futures: dict, sources: list[str], out_dir: str) -> int:
+    """Hand out chunks in `direct`'s form, write what comes back; how many outputs."""
     chunks = iter([sources[i : i + CHUNK] for i in range(0, len(sources), CHUNK)])
     held: dict[int, list[str]] = {}
-    number = 0
+    number = written = 0
     deadline = time.monotonic() + TIMEOUT_S
     while not all(future.done() for future in futures):
         if time.monotonic() > deadline:
@@ -68,50 +69,18 @@ def _serve(server, futures: dict, sources: list[str], out_dir: str) -> None:
                     continue
                 number += 1
                 held[number] = names
-                exts = [os.path.splitext(n)[1] for n in names]  # noqa: PTH122 - text, per image
-                header = {"chunk": number, "exts": exts}
+                items = [
+                    [position, [name, os.path.splitext(name)[1]]]  # noqa: PTH122 - text, per image
+                    for position, name in enumerate(names)
+                ]
+                header = {"chunk": number, "transport": "encoded", "items": items}
                 server.send_chunk(event.peer, header, [read_file(n) for n in names])
             elif event.kind == "result":
                 names = held.pop(event.header["chunk"])
-                for name, frame in zip(names, event.frames, strict=True):
+                for (position, _, _), frame in zip(event.header["done"], event.frames, strict=True):
                     # text, not pathlib: as on the route's hot path
-                    atomic_write(f"{out_dir}/{name.rpartition('/')[2]}", frame.buffer)
+                    atomic_write(f"{out_dir}/{names[position].rpartition('/')[2]}", frame.buffer)
+                    written += 1
             elif event.kind == "bye":
                 server.send_bye(event.peer)
-
-
-def plain_chunks(address: str, run_id: bytes, server_public_key: bytes = b"") -> int:
-    """Engine side: the image job on every chunk's inputs, outputs sent back; how many."""
-    from IPython import get_ipython  # the engine's kernel: it holds the cluster's key
-
-    from imgdist.codec import decode, encode
-    from imgdist.dataroute import DataClient
-    from imgdist.engine import worker_name
-    from imgdist.image import threshold_and_label
-    from imgdist.tuning import tune_for_images
-
-    tune_for_images()
-    worker = worker_name()
-    key = get_ipython().kernel.session.key
-    client = DataClient(address, key, run_id, worker, server_public_key=server_public_key)
-    answered, asked = 0, 2
-    try:
-        client.ask()
-        client.ask()
-        while asked:
-            kind, *frames = client.receive(TIMEOUT_S)
-            asked -= 1
-            if kind != b"chunk":
-                continue
-            header = json.loads(frames[0].bytes)
-            outputs = [
-                encode(threshold_and_label(decode(frame.bytes, FLOOR), worker), ext)
-                for frame, ext in zip(frames[1:], header["exts"], strict=True)
-            ]
-            client.send_result({"chunk": header["chunk"]}, outputs)
-            answered += len(frames) - 1
-            client.ask()
-            asked += 1
-    finally:
-        client.close()
-    return answered
+    return written

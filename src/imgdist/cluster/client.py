@@ -233,19 +233,22 @@ class Cluster(Naming, Launching, MoreEngines):
     def engine_connection_file(self) -> Path | None:
         """The file workers need to join (`ipcontroller-*-engine.json`), when known here."""
         if self._local is not None:
-            security = Path(self._local.profile_dir) / "security"
-            return security / f"ipcontroller-{self._local.cluster_id}-engine.json"
+            return self._security_file("engine")
         if self.source.endswith("-client.json"):
             candidate = Path(self.source[: -len("-client.json")] + "-engine.json")
             return candidate if candidate.is_file() else None
         return None
 
+    def _security_file(self, kind: str) -> Path:
+        """The `kind` ('engine' or 'client') connection file of the cluster started here."""
+        security = Path(self._local.profile_dir) / "security"
+        return security / f"ipcontroller-{self._local.cluster_id}-{kind}.json"
+
     @property
     def client_connection_file(self) -> Path | None:
         """The file other clients need to connect (`ipcontroller-*-client.json`), when known."""
         if self._local is not None:
-            security = Path(self._local.profile_dir) / "security"
-            return security / f"ipcontroller-{self._local.cluster_id}-client.json"
+            return self._security_file("client")
         return Path(self.source) if self.source.endswith(".json") else None
 
     @property
