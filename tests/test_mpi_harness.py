@@ -216,14 +216,22 @@ def test_mpi_engines_start_as_root_when_allowed(tmp_path, mpi4py_env, how):
 
 def test_refusal_is_silent_with_the_sync_api_until_polled(tmp_path, mpi4py_env):
     """Without the flag mpiexec exits 1 within a second, its message in the launcher's output
-    file; after start_cluster_sync the launcher still says 'running' and wait_for_engines just
-    times out; engine_set.poll() notices the exit (and removes the output file)."""
-    with mpi_cluster(tmp_path, 2, environment=dict(mpi4py_env)) as cluster:
+    file; when that happens after start_cluster_sync returned, the launcher still says 'running'
+    and wait_for_engines just times out; engine_set.poll() notices the exit (and removes the
+    output file). (An exit while start_cluster_sync still runs is noticed: CI saw it on a slow
+    run; `mpiexec` starts 3 s late here so that the refusal always comes after it.)"""
+    late_mpiexec = tmp_path / "late-mpiexec"
+    late_mpiexec.write_text(f'#!/bin/sh\nsleep 3\nexec {find_binary("mpiexec")} "$@"\n')
+    late_mpiexec.chmod(0o755)
+    traits = {"environment": dict(mpi4py_env), "mpi_cmd": [str(late_mpiexec)]}
+    with mpi_cluster(tmp_path, 2, **traits) as cluster:
         cluster.start_cluster_sync()
         (engine_set,) = cluster.engines.values()
+        late = time.time() - engine_set.process.create_time()
+        assert late < 3, f"start_cluster_sync returned {late:.1f} s after mpiexec's start"
         output_file = Path(engine_set.output_file)
         assert output_file.parent == tmp_path / "profile" / "log"
-        assert wait_until(lambda: not engine_set.process.is_running(), timeout_s=10)
+        assert wait_until(lambda: not engine_set.process.is_running(), timeout_s=15)
         assert ROOT_REFUSAL in output_file.read_text()
         # the exit callback went to the event loop of start_cluster_sync, closed since
         assert (engine_set.state, engine_set.running, engine_set.stop_data) == (
