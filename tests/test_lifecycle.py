@@ -49,6 +49,39 @@ def test_stop_is_one_line_and_keeps_the_logs(tmp_path, capfd):
     assert "Traceback" not in log  # engines shut down cleanly, not killed mid-loop
 
 
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def test_stop_ends_every_process_of_the_cluster_even_a_stuck_nanny(tmp_path):
+    """When stop returns, nothing it started is running: the controller's schedulers, even with
+    the controller killed (they used to stay, orphaned), the engines and each engine's nanny
+    (which used to linger up to 3 s, telling the stopped controller, and in CI once stayed for
+    good), even a nanny that cannot exit by itself (stopped with SIGSTOP)."""
+    cluster = Cluster.start_local(2, profile_dir=tmp_path / "profile", timeout_s=60)
+    started: list[psutil.Process] = []
+    try:
+        for pid in [cluster.controller_pid, *engine_pids(cluster)]:
+            process = psutil.Process(pid)
+            started.extend([process, *process.children(recursive=True)])
+        nannies = [p for p in started if "ipyparallel.engine.nanny" in p.cmdline()]
+        assert len(nannies) == 2
+        nannies[0].suspend()
+        schedulers = psutil.Process(cluster.controller_pid).children(recursive=True)
+        assert schedulers  # ipyparallel's controller runs its schedulers as child processes
+        psutil.Process(cluster.controller_pid).kill()
+    finally:
+        cluster.stop()
+        left = [p.pid for p in started if _running(p)]
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    assert left == []
+
+
 def test_stopping_a_connected_cluster_leaves_it_running(local_cluster):
     """A cluster only connected to keeps running; stop says so in one line."""
     other = Cluster.connect(local_cluster.client_connection_file)

@@ -41,6 +41,7 @@ class Cluster(Naming, Launching, MoreEngines):
         self._launcher = LAUNCHERS["local"]
         self._work_dir: Path | None = None
         self._remote_dirs: list[tuple[str, list[str], str]] = []  # (host, ssh args, folder)
+        self._controller_tree: list = []  # the controller's processes as started (psutil)
         self.source = source
 
     @classmethod

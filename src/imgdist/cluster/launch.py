@@ -104,6 +104,7 @@ class Launching(Stopping):
             if launcher != "local":
                 source = f"cluster {local.cluster_id} (engines: {spec.what})"
             cluster = cls(local.connect_client_sync(), local=local, source=source)
+            cluster._note_started()
             cluster._settle(spec, work_dir, ports, n_engines, label_prefix, timeout_s)
         except BaseException:
             if cluster is not None:

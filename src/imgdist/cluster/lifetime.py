@@ -9,12 +9,18 @@ import time
 from pathlib import Path
 
 import ipyparallel as ipp
+import psutil
 
 from imgdist.cluster.remote import remove_remote_dirs
 from imgdist.launchers import slurm_job
 
 STOP_TIMEOUT_S = 5.0
 LAUNCH_POLL_S = 0.25
+# an engine's nanny tells the controller that its engine ended, then exits: at once while the
+# controller runs, 3 s later when it is gone (its message's linger), and now and then never
+NANNY_EXIT_S = 2.0
+LEFT_OVER_S = 1.0  # what is left of the cluster after the controller stopped, before SIGKILL
+PROCESS_POLL_S = 0.05
 
 
 class Stopping:
@@ -42,8 +48,12 @@ class Stopping:
                 self._client.close()
             return f"Disconnected from {self.source}; that cluster keeps running."
         engines = len(self._client.ids)
+        # taken before the engines end: an engine's nanny is its child until then
+        engine_side, controller_side = _started_processes(self._local)
+        controller_side = list(dict.fromkeys([*self._controller_tree, *controller_side]))
         with contextlib.suppress(Exception):
             self._shut_down_engines()
+        _wait_gone(engine_side, NANNY_EXIT_S)  # the nannies exit while the controller hears them
         with contextlib.suppress(Exception):
             self._client.close()
         log_file = self.log_file
@@ -57,6 +67,7 @@ class Stopping:
         ]
         with contextlib.suppress(Exception):
             self._local.stop_cluster_sync()
+        _end(engine_side + controller_side)
         if self._launcher.name == "slurm":
             _wait_until_dequeued(jobs)
         if self._work_dir is not None:
@@ -68,6 +79,11 @@ class Stopping:
         self._local = None
         noun = "engine" if engines == 1 else "engines"
         return f"Stopped the local cluster (controller and {engines} {noun}); its log: {log_file}"
+
+    def _note_started(self) -> None:
+        """Note the controller's processes as started (its schedulers are its children), so
+        that stop ends them even if the controller itself died first."""
+        self._controller_tree = _started_processes(self._local)[1] if self._local else []
 
     def _keep_output(self) -> None:
         """Copy what the controller and engines wrote into the cluster's log file: ipyparallel
@@ -106,3 +122,55 @@ def forget_unsubmitted(local: ipp.Cluster) -> None:
     for set_id, engine_set in list(local.engines.items()):
         if hasattr(engine_set, "job_id") and not engine_set.job_id:
             local.engines.pop(set_id)
+
+
+def _started_processes(
+    local: ipp.Cluster,
+) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The processes on this machine that `local`'s launchers started, with their descendants
+    (engines' nannies, mpiexec's engines, the controller's schedulers): engine side, controller
+    side. Batch jobs have none here (the batch system ends them)."""
+    engine_launchers = []
+    for engine_set in local.engines.values():
+        engine_launchers.append(engine_set)
+        engine_launchers.extend(getattr(engine_set, "launchers", {}).values())
+    controller = [local.controller] if local.controller is not None else []
+    return _tree(engine_launchers), _tree(controller)
+
+
+def _tree(launchers: list) -> list[psutil.Process]:
+    found = []
+    for launcher in launchers:
+        process = getattr(launcher, "process", None)
+        if not isinstance(process, psutil.Process):
+            continue
+        with contextlib.suppress(psutil.Error):
+            found.extend([process, *process.children(recursive=True)])
+    return found
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait up to `timeout_s` for `processes` to end (polled: they are ipyparallel's to reap);
+    those still running."""
+    deadline = time.monotonic() + timeout_s
+    running = [p for p in processes if _running(p)]
+    while running and time.monotonic() < deadline:
+        time.sleep(PROCESS_POLL_S)
+        running = [p for p in running if _running(p)]
+    return running
+
+
+def _end(processes: list[psutil.Process]) -> None:
+    """Nothing the cluster started outlives its stop: what is still running after
+    `LEFT_OVER_S` (a nanny telling a stopped controller, or stuck for good) is killed."""
+    for process in _wait_gone(processes, LEFT_OVER_S):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    _wait_gone(processes, STOP_TIMEOUT_S)
