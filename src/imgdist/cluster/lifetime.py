@@ -13,6 +13,7 @@ import psutil
 
 from imgdist.cluster.remote import remove_remote_dirs
 from imgdist.launchers import slurm_job
+from imgdist.processes import end, wait_gone, with_descendants
 
 STOP_TIMEOUT_S = 5.0
 LAUNCH_POLL_S = 0.25
@@ -20,7 +21,6 @@ LAUNCH_POLL_S = 0.25
 # controller runs, 3 s later when it is gone (its message's linger), and now and then never
 NANNY_EXIT_S = 2.0
 LEFT_OVER_S = 1.0  # what is left of the cluster after the controller stopped, before SIGKILL
-PROCESS_POLL_S = 0.05
 
 
 class Stopping:
@@ -53,7 +53,7 @@ class Stopping:
         controller_side = list(dict.fromkeys([*self._controller_tree, *controller_side]))
         with contextlib.suppress(Exception):
             self._shut_down_engines()
-        _wait_gone(engine_side, NANNY_EXIT_S)  # the nannies exit while the controller hears them
+        wait_gone(engine_side, NANNY_EXIT_S)  # the nannies exit while the controller hears them
         with contextlib.suppress(Exception):
             self._client.close()
         log_file = self.log_file
@@ -67,7 +67,9 @@ class Stopping:
         ]
         with contextlib.suppress(Exception):
             self._local.stop_cluster_sync()
-        _end(engine_side + controller_side)
+        # nothing started here outlives the stop: a nanny telling the stopped controller, or
+        # stuck for good, is killed
+        end(engine_side + controller_side, grace_s=LEFT_OVER_S, timeout_s=STOP_TIMEOUT_S)
         if self._launcher.name == "slurm":
             _wait_until_dequeued(jobs)
         if self._work_dir is not None:
@@ -142,35 +144,6 @@ def _tree(launchers: list) -> list[psutil.Process]:
     found = []
     for launcher in launchers:
         process = getattr(launcher, "process", None)
-        if not isinstance(process, psutil.Process):
-            continue
-        with contextlib.suppress(psutil.Error):
-            found.extend([process, *process.children(recursive=True)])
+        if isinstance(process, psutil.Process):
+            found.extend(with_descendants(process))
     return found
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _wait_gone(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Wait up to `timeout_s` for `processes` to end (polled: they are ipyparallel's to reap);
-    those still running."""
-    deadline = time.monotonic() + timeout_s
-    running = [p for p in processes if _running(p)]
-    while running and time.monotonic() < deadline:
-        time.sleep(PROCESS_POLL_S)
-        running = [p for p in running if _running(p)]
-    return running
-
-
-def _end(processes: list[psutil.Process]) -> None:
-    """Nothing the cluster started outlives its stop: what is still running after
-    `LEFT_OVER_S` (a nanny telling a stopped controller, or stuck for good) is killed."""
-    for process in _wait_gone(processes, LEFT_OVER_S):
-        with contextlib.suppress(psutil.Error):
-            process.kill()
-    _wait_gone(processes, STOP_TIMEOUT_S)
