@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,6 +59,38 @@ def test_worker_registers_under_its_label(
     (alice,) = resolve(bare_controller, [f"alice@{HOST}"])
     result = distribute([alice], [portrait_path], out_dir=tmp_path / "out")
     assert [e.worker for e in result.processed] == [f"alice@{HOST}"]
+
+
+def test_worker_stop_leaves_no_nanny_even_a_stuck_one(bare_controller, tmp_path):
+    """When a worker's stop returns, its engine and the engine's nanny (a session of its own,
+    which the stop's signal does not reach) have ended, even a nanny that cannot exit by itself
+    (stopped with SIGSTOP)."""
+    engine = WorkerEngine.start(
+        bare_controller.engine_connection_file, "stuck", work_dir=tmp_path / "stuck"
+    )
+    started: list[psutil.Process] = []
+    try:
+        engine.wait_registered(30)
+        top = psutil.Process(engine.process.pid)
+        started = [top, *top.children(recursive=True)]
+        (nanny,) = [p for p in started if "ipyparallel.engine.nanny" in p.cmdline()]
+        assert nanny.ppid() == top.pid
+        assert os.getsid(nanny.pid) == nanny.pid  # a session of its own
+        nanny.suspend()
+    finally:
+        engine.stop()
+        left = [p.pid for p in started if _running(p)]
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    assert left == []
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def test_plain_ipengine_gets_a_default_name(bare_controller, engines_started, tmp_path):

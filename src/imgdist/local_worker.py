@@ -15,13 +15,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from imgdist.cluster.connection import connection_file
 from imgdist.engine import LABEL_ENV
 from imgdist.errors import NoEnginesError
 from imgdist.names import check_label, worker_name
+from imgdist.processes import end, with_descendants
 
 _REGISTERED = re.compile(r"Completed registration with id (\d+)")
 DEFAULT_REGISTER_TIMEOUT_S = 30.0
+NANNY_EXIT_S = 2.0  # its nanny's time to tell the controller, once the engine stopped
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,10 @@ class WorkerEngine:
             )
         engine = cls(process, name, work)
         engine.owns_work_dir = not work_dir
-        # The engine lives in its own session (so it and its nanny stop together); stop it
-        # when this process ends, so a closed notebook leaves no engine behind, and remove the
-        # folder made for it (it may hold a pasted connection file, with the cluster's key).
+        # The engine lives in its own session (a signal to its group reaches it, not this
+        # process; its nanny has a session of its own); stop it when this process ends, so a
+        # closed notebook leaves no engine behind, and remove the folder made for it (it may
+        # hold a pasted connection file, with the cluster's key).
         atexit.register(engine.close)
         return engine
 
@@ -154,9 +159,12 @@ class WorkerEngine:
             os.killpg(self.process.pid, signal.SIGTERM)
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Stop the engine (and its nanny); kill them if they do not stop within `timeout_s`."""
+        """Stop the engine; kill it if it does not stop within `timeout_s`. Its nanny (in a
+        session of its own) tells the controller and exits; one still running `NANNY_EXIT_S`
+        later (the controller gone, or stuck for good) is killed."""
         if self.process.poll() is not None:
             return
+        below = with_descendants(psutil.Process(self.process.pid))[1:]  # the nanny
         self.terminate()
         try:
             self.process.wait(timeout_s)
@@ -164,6 +172,7 @@ class WorkerEngine:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout_s)
+        end(below, grace_s=NANNY_EXIT_S, timeout_s=timeout_s)
 
     def wait(self) -> int:
         """Block until the engine exits; its exit code."""
