@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import signal
@@ -12,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from imgdist.cluster import Cluster
@@ -79,6 +81,25 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, interval_s: f
             return True
         time.sleep(interval_s)
     return condition()
+
+
+def stop_then_left(stop: Callable[[], object], started: list[psutil.Process]) -> list[int]:
+    """Call `stop`, then the pids of `started` still running when it returned; every one of
+    them is killed afterwards, whatever happened (a test's clean-up)."""
+    try:
+        stop()
+        return [p.pid for p in started if _running(p)]
+    finally:
+        for process in started:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+
+
+def _running(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def kill_engine(pid: int) -> None:

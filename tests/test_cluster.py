@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -22,7 +21,7 @@ from imgdist.errors import ConnectionFileError, NoEnginesError
 from imgdist.local_worker import WorkerEngine
 from imgdist.runner import open_cluster
 
-from .conftest import HOST, read_line, start_plain_engine, wait_until
+from .conftest import HOST, read_line, start_plain_engine, stop_then_left, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -78,19 +77,8 @@ def test_worker_stop_leaves_no_nanny_even_a_stuck_one(bare_controller, tmp_path)
         assert os.getsid(nanny.pid) == nanny.pid  # a session of its own
         nanny.suspend()
     finally:
-        engine.stop()
-        left = [p.pid for p in started if _running(p)]
-        for process in started:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+        left = stop_then_left(engine.stop, started)
     assert left == []
-
-
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def test_plain_ipengine_gets_a_default_name(bare_controller, engines_started, tmp_path):

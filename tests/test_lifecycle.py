@@ -15,7 +15,7 @@ from imgdist.errors import ParameterError
 from imgdist.portrait import make_copies, sample_portrait
 from imgdist.runner import open_cluster
 
-from .conftest import wait_until
+from .conftest import stop_then_left, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,13 +49,6 @@ def test_stop_is_one_line_and_keeps_the_logs(tmp_path, capfd):
     assert "Traceback" not in log  # engines shut down cleanly, not killed mid-loop
 
 
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def test_stop_ends_every_process_of_the_cluster_even_a_stuck_nanny(tmp_path):
     """When stop returns, nothing it started is running: the controller's schedulers, even with
     the controller killed (they used to stay, orphaned), the engines and each engine's nanny
@@ -74,11 +67,7 @@ def test_stop_ends_every_process_of_the_cluster_even_a_stuck_nanny(tmp_path):
         assert schedulers  # ipyparallel's controller runs its schedulers as child processes
         psutil.Process(cluster.controller_pid).kill()
     finally:
-        cluster.stop()
-        left = [p.pid for p in started if _running(p)]
-        for process in started:
-            with contextlib.suppress(psutil.Error):
-                process.kill()
+        left = stop_then_left(cluster.stop, started)
     assert left == []
 
 
