@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
-
 from imgdist.cluster.connection import connection_file
 from imgdist.engine import LABEL_ENV
 from imgdist.errors import NoEnginesError
@@ -164,7 +162,7 @@ class WorkerEngine:
         later (the controller gone, or stuck for good) is killed."""
         if self.process.poll() is not None:
             return
-        below = with_descendants(psutil.Process(self.process.pid))[1:]  # the nanny
+        below = with_descendants(self.process.pid)[1:]  # the nanny (none if it just ended)
         self.terminate()
         try:
             self.process.wait(timeout_s)

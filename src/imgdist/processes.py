@@ -12,9 +12,11 @@ import psutil
 POLL_S = 0.05
 
 
-def with_descendants(process: psutil.Process) -> list[psutil.Process]:
-    """`process` and every process below it (none when it has ended)."""
+def with_descendants(process: psutil.Process | int) -> list[psutil.Process]:
+    """`process` (or the process of that pid) and every process below it (none when it has
+    ended)."""
     with contextlib.suppress(psutil.Error):
+        process = process if isinstance(process, psutil.Process) else psutil.Process(process)
         return [process, *process.children(recursive=True)]
     return []
 

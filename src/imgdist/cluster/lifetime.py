@@ -49,8 +49,7 @@ class Stopping:
             return f"Disconnected from {self.source}; that cluster keeps running."
         engines = len(self._client.ids)
         # taken before the engines end: an engine's nanny is its child until then
-        engine_side, controller_side = _started_processes(self._local)
-        controller_side = list(dict.fromkeys([*self._controller_tree, *controller_side]))
+        engine_side = _engine_processes(self._local)
         with contextlib.suppress(Exception):
             self._shut_down_engines()
         wait_gone(engine_side, NANNY_EXIT_S)  # the nannies exit while the controller hears them
@@ -69,7 +68,7 @@ class Stopping:
             self._local.stop_cluster_sync()
         # nothing started here outlives the stop: a nanny telling the stopped controller, or
         # stuck for good, is killed
-        end(engine_side + controller_side, grace_s=LEFT_OVER_S, timeout_s=STOP_TIMEOUT_S)
+        end(engine_side + self._controller_tree, grace_s=LEFT_OVER_S, timeout_s=STOP_TIMEOUT_S)
         if self._launcher.name == "slurm":
             _wait_until_dequeued(jobs)
         if self._work_dir is not None:
@@ -83,9 +82,9 @@ class Stopping:
         return f"Stopped the local cluster (controller and {engines} {noun}); its log: {log_file}"
 
     def _note_started(self) -> None:
-        """Note the controller's processes as started (its schedulers are its children), so
-        that stop ends them even if the controller itself died first."""
-        self._controller_tree = _started_processes(self._local)[1] if self._local else []
+        """Note the controller's processes as started (its schedulers are its children, started
+        with it), so that stop ends them even if the controller itself died first."""
+        self._controller_tree = _tree([self._local.controller] if self._local.controller else [])
 
     def _keep_output(self) -> None:
         """Copy what the controller and engines wrote into the cluster's log file: ipyparallel
@@ -126,18 +125,15 @@ def forget_unsubmitted(local: ipp.Cluster) -> None:
             local.engines.pop(set_id)
 
 
-def _started_processes(
-    local: ipp.Cluster,
-) -> tuple[list[psutil.Process], list[psutil.Process]]:
-    """The processes on this machine that `local`'s launchers started, with their descendants
-    (engines' nannies, mpiexec's engines, the controller's schedulers): engine side, controller
-    side. Batch jobs have none here (the batch system ends them)."""
+def _engine_processes(local: ipp.Cluster) -> list[psutil.Process]:
+    """The processes on this machine that `local`'s engine launchers started, with their
+    descendants (engines' nannies, mpiexec's engines). Batch jobs have none here (the batch
+    system ends them)."""
     engine_launchers = []
     for engine_set in local.engines.values():
         engine_launchers.append(engine_set)
         engine_launchers.extend(getattr(engine_set, "launchers", {}).values())
-    controller = [local.controller] if local.controller is not None else []
-    return _tree(engine_launchers), _tree(controller)
+    return _tree(engine_launchers)
 
 
 def _tree(launchers: list) -> list[psutil.Process]:
